@@ -1,0 +1,1 @@
+"""Example applications: plain functions, bound by the YAML in ``config/``."""

@@ -1,0 +1,121 @@
+"""The market pipeline: a ticker publishes price ticks, ``price_alerts`` watches each
+symbol for a slump, ``notify`` prints the alerts, and ``audit`` (a second consumer group on
+the same ticks) keeps a tally, added without touching the publisher.
+
+Run it with ``binder run apps.market`` (memory binder) or ``--profile kafka`` / ``rabbit``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from pydantic import BaseModel, Field
+
+from binder_core import app_settings
+
+
+class Tick(BaseModel):
+    """One price observation."""
+
+    symbol: str
+    price: float
+    time: float = Field(description="Unix time of the observation, seconds")
+
+
+class Alert(BaseModel):
+    """A price that slumped against its reference."""
+
+    symbol: str
+    reference: float
+    price: float
+    drop_percent: float
+    time: float
+
+
+class TickerSettings(BaseModel):
+    """``market.ticker`` in the configuration."""
+
+    symbols: dict[str, float] = {"ACME": 100.0, "GLOBEX": 250.0, "INITECH": 40.0}
+    volatility_percent: float = 1.5
+    seed: int | None = None
+
+
+class AlertSettings(BaseModel):
+    """``market.alerts`` in the configuration."""
+
+    slump_percent: float = 5.0
+
+
+_ticker = app_settings("market.ticker", TickerSettings)
+_alerts = app_settings("market.alerts", AlertSettings)
+_random = random.Random(_ticker.seed)
+_prices = dict(_ticker.symbols)
+_order = list(_prices)
+_next = 0
+
+
+def ticker() -> Tick:
+    """A polled supplier: one tick per poll, symbols in turn, prices on a random walk."""
+    global _next
+    symbol = _order[_next % len(_order)]
+    _next += 1
+    step = _random.gauss(0.0, _ticker.volatility_percent / 100.0)
+    _prices[symbol] = round(max(0.01, _prices[symbol] * (1.0 + step)), 2)
+    return Tick(symbol=symbol, price=_prices[symbol], time=time.time())
+
+
+class SlumpDetector:
+    """Per-symbol state: the reference is the highest price since the last alert, so a
+    slump is measured from the peak and each slump is reported once."""
+
+    def __init__(self, slump_percent: float) -> None:
+        self.slump_percent = slump_percent
+        self.reference: dict[str, float] = {}
+
+    def __call__(self, tick: Tick) -> Alert | None:
+        reference = self.reference.get(tick.symbol)
+        if reference is None or tick.price > reference:
+            self.reference[tick.symbol] = tick.price
+            return None
+        drop = (reference - tick.price) / reference * 100.0
+        if drop <= self.slump_percent:
+            return None
+        self.reference[tick.symbol] = tick.price
+        return Alert(
+            symbol=tick.symbol,
+            reference=reference,
+            price=tick.price,
+            drop_percent=round(drop, 2),
+            time=tick.time,
+        )
+
+
+_detector = SlumpDetector(_alerts.slump_percent)
+
+
+def price_alerts(tick: Tick) -> Alert | None:
+    """Emit an alert when a price slumps more than ``market.alerts.slump-percent`` against
+    its reference; returning None sends nothing."""
+    return _detector(tick)
+
+
+def notify(alert: Alert) -> None:
+    """The notifier: print each alert."""
+    print(
+        f"ALERT {alert.symbol}: {alert.price:.2f} is {alert.drop_percent:.2f}% below "
+        f"{alert.reference:.2f}",
+        flush=True,
+    )
+
+
+_tally: dict[str, int] = {}
+
+
+def audit(tick: Tick) -> None:
+    """The audit log, a second group on the ticks: a tally printed every 25 ticks."""
+    _tally[tick.symbol] = _tally.get(tick.symbol, 0) + 1
+    total = sum(_tally.values())
+    if total % 25 == 0:
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(_tally.items()))
+        print(f"audit: {total} ticks recorded ({counts})", flush=True)

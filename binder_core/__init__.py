@@ -1,0 +1,33 @@
+"""binder: plain Python functions bound to message brokers by YAML.
+
+The common case needs no import of this package at all: a plain function plus YAML is an
+app. What is exported here is for the less common cases: reading payload and headers
+together (`Message`), sending from arbitrary code (`StreamBridge`), and reading the app's
+own settings from the same configuration sources (`app_settings`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from binder_core.message import Message
+
+if TYPE_CHECKING:
+    from binder_core.app_config import app_settings
+    from binder_core.bridge import StreamBridge
+
+__all__ = ["Message", "StreamBridge", "app_settings"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `import binder_core` stays cheap for apps that never need them.
+    if name == "StreamBridge":
+        from binder_core.bridge import StreamBridge
+
+        return StreamBridge
+    if name == "app_settings":
+        from binder_core.app_config import app_settings
+
+        return app_settings
+    raise AttributeError(name)

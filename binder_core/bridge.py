@@ -1,0 +1,84 @@
+"""``StreamBridge``: sending to a binding or to any destination from arbitrary code (a web
+handler, a scheduled job), through the same binders and conversion as functions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from binder_core.errors import BinderException, did_you_mean
+from binder_core.message import Message
+from binder_core.output import Output
+from binder_core.properties import canonical
+
+if TYPE_CHECKING:
+    from binder_core.runtime import App
+
+
+class StreamBridge:
+    """Sends values to bindings or destinations of the running app.
+
+    ``await StreamBridge.current().send("orders-out-0", order)`` sends to a configured
+    binding; a name that is no binding is a destination on the default binder, bound on
+    first use. Producers for such dynamic destinations are kept in a bounded cache
+    (``stream.dynamic-destination-cache-size``) and closed when evicted, so sending to many
+    destinations cannot leak.
+    """
+
+    _current: StreamBridge | None = None
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._dynamic: OrderedDict[str, Output] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def current(cls) -> StreamBridge:
+        """The bridge of the app running in this process."""
+        if cls._current is None:
+            raise BinderException("no binder app is running in this process")
+        return cls._current
+
+    async def send(self, name: str, value: Any, headers: Mapping[str, Any] | None = None) -> None:
+        """Send ``value`` and return once the broker confirmed it."""
+        output = await self._output(name)
+        if headers:
+            value = (
+                Message(value.payload, {**value.headers, **headers})
+                if isinstance(value, Message)
+                else Message(value, dict(headers))
+            )
+        await output.send([output.message(value)])
+
+    async def _output(self, name: str) -> Output:
+        found = self._app.outputs_by_name.get(canonical(name))
+        if found is not None:
+            return found
+        cached = self._dynamic.get(name)
+        if cached is not None:
+            self._dynamic.move_to_end(name)
+            return cached
+        async with self._lock:
+            if name in self._dynamic:
+                return self._dynamic[name]
+            allowed = self._app.config.stream.dynamic_destinations
+            if allowed and name not in allowed:
+                raise BinderException(
+                    f"'{name}' is neither a binding nor one of stream.dynamic-destinations"
+                    + did_you_mean(name, [*allowed, *self._app.outputs_by_name])
+                )
+            output = await self._app.bind_output(name, dynamic=True)
+            self._dynamic[name] = output
+            size = self._app.config.stream.dynamic_destination_cache_size
+            while len(self._dynamic) > size:
+                _, evicted = self._dynamic.popitem(last=False)
+                await evicted.producer.close()
+            return output
+
+    async def close(self) -> None:
+        """Close the producers of dynamic destinations."""
+        while self._dynamic:
+            _, output = self._dynamic.popitem(last=False)
+            await output.producer.close()

@@ -1,0 +1,421 @@
+"""The ``binder`` command line.
+
+Exit codes: 0 success; 1 a runtime failure (a binder could not start, a broker refused);
+2 a usage or configuration error (nothing was started); 130 stopped by a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
+
+from binder_core import app_config
+from binder_core.config import AppConfig, load_config
+from binder_core.errors import BinderException, ConfigError, Problem, did_you_mean
+from binder_core.plugins import Registry, load_plugins
+
+log = logging.getLogger("binder")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(BinderException):
+    """The command line or the app module is wrong; nothing was started."""
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, metavar="DIR", help="configuration directory (default: ./config)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="activate a profile: reads DIR/application-NAME.yaml (repeatable; "
+        "default: $BINDER_PROFILES)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one key, e.g. stream.bindings.uppercase-in-0.destination=words "
+        "(repeatable; highest precedence)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("BINDER_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (default: INFO or $BINDER_LOG_LEVEL)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per job."""
+    parser = argparse.ArgumentParser(
+        prog="binder",
+        description="Run plain Python functions bound to message brokers by YAML.",
+        epilog="exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, "
+        "130 forced stop",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run an app",
+        description="Run the functions of APP_MODULE "
+        "with the bindings its configuration declares, until SIGINT/SIGTERM.",
+    )
+    run.add_argument("module", metavar="APP_MODULE", help="dotted module name, e.g. apps.market")
+    _config_options(run)
+    run.add_argument(
+        "--run-for",
+        type=float,
+        metavar="SECONDS",
+        help="stop gracefully after SECONDS (demos, smoke tests)",
+    )
+
+    cfg = sub.add_parser(
+        "config",
+        help="print the effective configuration and its sources",
+        description="Print every effective key, its value (secrets masked) and where it came from.",
+    )
+    _config_options(cfg)
+
+    bindings = sub.add_parser(
+        "bindings",
+        help="list bindings",
+        description="Table of bindings: name, direction, destination, "
+        "group, binder, content type. With APP_MODULE, the bindings its "
+        "functions get; without, those configured.",
+    )
+    bindings.add_argument("module", nargs="?", metavar="APP_MODULE")
+    _config_options(bindings)
+
+    plugins = sub.add_parser(
+        "plugins",
+        help="list installed binder types and converters",
+        description="Installed binder types and message converters, with "
+        "the distribution and version that provide them.",
+    )
+    plugins.add_argument("--log-level", default="WARNING")
+
+    send = sub.add_parser(
+        "send",
+        help="send one message to a destination",
+        description="Send PAYLOAD to DESTINATION through a binder and wait "
+        "for the broker's confirmation.",
+    )
+    send.add_argument("destination")
+    send.add_argument("payload", help="the payload text; '-' reads standard input")
+    send.add_argument(
+        "--binder", metavar="NAME", help="binder instance or type (default: default-binder)"
+    )
+    send.add_argument("--header", action="append", default=[], metavar="K=V")
+    send.add_argument("--content-type", default="application/json")
+    _config_options(send)
+
+    tail = sub.add_parser(
+        "tail",
+        help="print messages arriving at a destination",
+        description="Subscribe to DESTINATION and print each message.",
+    )
+    tail.add_argument("destination")
+    tail.add_argument("--binder", metavar="NAME")
+    tail.add_argument("--group", help="consume as this group (default: anonymous, sees all)")
+    tail.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    _config_options(tail)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``binder`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code = COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"binder: {exc.render()}", file=sys.stderr)
+        code = EXIT_USAGE
+    except UsageError as exc:
+        print(f"binder: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except BinderException as exc:
+        print(f"binder: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+def _registry() -> Registry:
+    registry = load_plugins()
+    for name, error in registry.failures.items():
+        log.warning("plugin %s is not available: %s", name, error)
+    return registry
+
+
+def _load(args: argparse.Namespace, registry: Registry) -> AppConfig:
+    config = load_config(args.config, args.profile, args.overrides, registry.binder_types)
+    app_config.use(config.layered)
+    return config
+
+
+def import_app(name: str) -> ModuleType:
+    """Import the app module from the working directory, with a helpful error."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and not name.startswith(exc.name) and exc.name != name:
+            raise  # the app imports something missing: show its real error
+        known = [p.stem for p in Path(cwd).glob("*.py")] + [
+            f"{d.name}.{p.stem}"
+            for d in Path(cwd).iterdir()
+            if (d / "__init__.py").exists()
+            for p in d.glob("*.py")
+            if p.stem != "__init__"
+        ]
+        raise UsageError(
+            f"cannot import app module '{name}' from {cwd}" + did_you_mean(name, known)
+        ) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``binder run``."""
+    from binder_core.runtime import App, run_until_stopped
+
+    registry = _registry()
+    config = _load(args, registry)
+    module = import_app(args.module)
+    app = App(module, config, registry)
+    try:
+        asyncio.run(run_until_stopped(app, args.run_for))
+    except asyncio.CancelledError:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _flatten(value: Any, prefix: str, out: list[tuple[str, Any]]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    else:
+        out.append((prefix, value))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``binder config``: every effective key with its value and source."""
+    from binder_core.secrets import mask
+
+    registry = _registry()
+    config = _load(args, registry)
+    layered = config.layered
+    tree: dict[str, Any] = {"stream": config.stream.model_dump(by_alias=True, mode="json")}
+    for type_name, section in config.sections.items():
+        if any(layered.source_of(["stream", type_name]) != "default" for _ in [0]):
+            tree["stream"][type_name] = {
+                "binder": section.binder.model_dump(by_alias=True, mode="json"),
+                "bindings": {
+                    k: v.model_dump(by_alias=True, mode="json") for k, v in section.bindings.items()
+                },
+            }
+    for name, env in config.environments.items():
+        tree["stream"]["binders"][name]["environment"] = env.model_dump(by_alias=True, mode="json")
+    for key, value in layered.tree.items():
+        if key != "stream":
+            tree[key] = value
+    rows: list[tuple[str, Any]] = []
+    _flatten(mask(tree), "", rows)
+    print(f"# profiles: {', '.join(layered.profiles) or '(none)'}")
+    print(f"# files: {', '.join(str(f) for f in layered.files) or '(none)'}")
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        shown = "{}" if value == {} else "[]" if value == [] else value
+        print(f"{key.ljust(width)} = {shown!s:<24} # {layered.source_of(key.split('.'))}")
+    return EXIT_OK
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+def cmd_bindings(args: argparse.Namespace) -> int:
+    """``binder bindings``."""
+    from binder_core.plan import make_plan, plan_binding
+
+    registry = _registry()
+    config = _load(args, registry)
+    if args.module:
+        plans = make_plan(config, import_app(args.module), registry.converters).all()
+    else:
+        plans = [plan_binding(config, n, "-", "", None) for n in config.stream.bindings]
+    rows = [["NAME", "DIR", "DESTINATION", "GROUP", "BINDER", "CONTENT-TYPE"]]
+    for p in plans:
+        rows.append(
+            [
+                p.name,
+                p.direction,
+                p.destination,
+                p.group or "(anonymous)" if p.direction != "out" else "-",
+                f"{p.binder} ({p.binder_type})",
+                p.content_type,
+            ]
+        )
+    if len(rows) == 1:
+        print("no bindings configured (give APP_MODULE to see the bindings of its functions)")
+        return EXIT_OK
+    _table(rows)
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """``binder plugins``."""
+    registry = load_plugins()
+    rows = [["BINDER TYPE", "DISTRIBUTION", "VERSION", "DESCRIPTION"]]
+    for name, bt in sorted(registry.binder_types.items()):
+        info = registry.origin[f"binder:{name}"]
+        rows.append([name, info.distribution, info.version, bt.description])
+    _table(rows)
+    print()
+    rows = [["CONTENT TYPE", "DISTRIBUTION", "VERSION", "DESCRIPTION"]]
+    for name, conv in sorted(registry.converters.items()):
+        info = registry.origin[f"converter:{name}"]
+        rows.append([name, info.distribution, info.version, conv.description])
+    _table(rows)
+    if registry.failures:
+        print()
+        for name, error in sorted(registry.failures.items()):
+            print(f"failed to load plugin {name}: {error}")
+    return EXIT_OK
+
+
+def _cli_binder(args: argparse.Namespace, registry: Registry, config: AppConfig) -> Any:
+    from binder_core.spi import Capability
+
+    name = args.binder or config.default_binder
+    if name not in config.stream.binders:
+        raise UsageError(f"no binder named '{name}'" + did_you_mean(name, config.stream.binders))
+    type_name = config.instance_type(name)
+    binder_type = registry.binder_types[type_name]
+    env = config.environments.get(name) or binder_type.environment()
+    binder = binder_type.factory(name, env)
+    if Capability.CROSS_PROCESS not in binder.capabilities:
+        raise UsageError(
+            f"binder '{name}' ({type_name}) keeps its destinations inside the process that runs "
+            f"the app, so 'binder {args.command}' cannot reach them from here; use a broker "
+            "binder, e.g. --binder kafka or --binder rabbit (or --profile kafka)"
+        )
+    return binder
+
+
+def _headers(items: Sequence[str]) -> dict[str, str]:
+    headers = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError([Problem("--header", f"expected K=V, got '{item}'")])
+        headers[key] = value
+    return headers
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """``binder send``."""
+    from binder_core.message import CONTENT_TYPE, Message
+    from binder_core.properties import ProducerProperties
+    from binder_core.spi import ProducerSpec
+
+    registry = _registry()
+    config = _load(args, registry)
+    binder = _cli_binder(args, registry, config)
+    payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
+    headers: dict[str, Any] = {CONTENT_TYPE: args.content_type, **_headers(args.header)}
+
+    async def send() -> None:
+        await binder.start()
+        try:
+            producer = await binder.producer(
+                ProducerSpec("cli-send", args.destination, ProducerProperties())
+            )
+            await producer.send([Message(payload, headers)])
+            await producer.close()
+        finally:
+            await binder.close()
+
+    asyncio.run(send())
+    print(f"sent {len(payload)} bytes to {args.destination}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """``binder tail``."""
+    from binder_core.message import Message
+    from binder_core.properties import ConsumerProperties
+    from binder_core.spi import ConsumerSpec, Outcome
+
+    registry = _registry()
+    config = _load(args, registry)
+    binder = _cli_binder(args, registry, config)
+
+    async def tail() -> None:
+        done = asyncio.Event()
+        seen = 0
+
+        async def handle(batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
+            nonlocal seen
+            for msg in batch:
+                if args.count is not None and seen >= args.count:
+                    break
+                seen += 1
+                try:
+                    text = msg.payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = msg.payload.hex()
+                print(f"{msg.headers} {text}", flush=True)
+            if args.count is not None and seen >= args.count:
+                done.set()
+            return [None] * len(batch)
+
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        await binder.start()
+        try:
+            spec = ConsumerSpec("cli-tail", args.destination, args.group, ConsumerProperties())
+            binding = await binder.consumer(spec, handle)
+            await done.wait()
+            await binding.stop()
+        finally:
+            await binder.close()
+
+    asyncio.run(tail())
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "config": cmd_config,
+    "bindings": cmd_bindings,
+    "plugins": cmd_plugins,
+    "send": cmd_send,
+    "tail": cmd_tail,
+}

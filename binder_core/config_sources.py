@@ -1,0 +1,240 @@
+"""Reading the configuration sources and layering them, remembering where each value came
+from so that errors and ``binder config`` can name the file and line, the environment
+variable or the ``--set`` option behind it.
+
+Lowest to highest: ``application.yaml``, ``application-<profile>.yaml`` per active profile
+(in the order given), environment variables, ``--set KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from binder_core.errors import Problem, did_you_mean
+from binder_core.properties import canonical
+
+Path_ = tuple[str, ...]
+
+#: Environment variables are read for these top-level sections, plus every top-level
+#: section a configuration file defines (the app's own settings).
+ENV_ROOTS = ("stream",)
+PROFILES_ENV = "BINDER_PROFILES"
+
+
+@dataclass
+class Layered:
+    """The merged tree plus, per canonical key path, the source that set it last."""
+
+    tree: dict[str, Any] = field(default_factory=dict)
+    sources: dict[Path_, str] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)
+
+    def source_of(self, path: Sequence[str]) -> str:
+        """Where the value at ``path`` (or its nearest set ancestor) came from."""
+        key = tuple(canonical(str(p)) for p in path)
+        while key:
+            if key in self.sources:
+                return self.sources[key]
+            key = key[:-1]
+        return "default"
+
+    def merge(self, data: Mapping[str, Any], sources: Mapping[Path_, str], label: str) -> None:
+        """Lay ``data`` over the tree; ``sources`` gives finer labels (file:line) per path."""
+        _merge(self.tree, data, (), self.sources, sources, label)
+
+
+def _merge(
+    base: dict[str, Any],
+    top: Mapping[str, Any],
+    prefix: Path_,
+    record: dict[Path_, str],
+    fine: Mapping[Path_, str],
+    label: str,
+) -> None:
+    by_canon = {canonical(str(k)): k for k in base}
+    for key, value in top.items():
+        path = (*prefix, canonical(str(key)))
+        existing = by_canon.get(canonical(str(key)))
+        if existing is not None and isinstance(base[existing], dict) and isinstance(value, dict):
+            record[path] = fine.get(path, label)
+            _merge(base[existing], value, path, record, fine, label)
+            continue
+        if existing is not None:
+            del base[existing]
+        base[key if existing is None else existing] = _copy(value)
+        _record_all(path, value, record, fine, label)
+
+
+def _record_all(
+    path: Path_, value: Any, record: dict[Path_, str], fine: Mapping[Path_, str], label: str
+) -> None:
+    # A replaced subtree loses the labels of what it replaced: drop stale ones first.
+    for stale in [p for p in record if p[: len(path)] == path]:
+        del record[stale]
+    record[path] = fine.get(path, label)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record_all((*path, canonical(str(k))), v, record, fine, label)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def read_yaml(file: Path) -> tuple[dict[str, Any], dict[Path_, str], list[Problem]]:
+    """Parse one YAML file into a tree and a ``file:line`` label per key path."""
+    label = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except OSError as exc:
+        return {}, {}, [Problem("(file)", f"cannot read: {exc.strerror}", label)]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark is not None else label
+        reason = getattr(exc, "problem", None) or str(exc)
+        return {}, {}, [Problem("(file)", f"not valid YAML: {reason}", where)]
+    if node is None:
+        return {}, {}, []
+    if not isinstance(node, yaml.MappingNode):
+        return {}, {}, [Problem("(file)", "the top level must be a mapping of keys", label)]
+    marks: dict[Path_, str] = {}
+    problems: list[Problem] = []
+    tree = _construct(node, (), label, marks, problems)
+    return tree, marks, problems
+
+
+def _construct(
+    node: yaml.Node, path: Path_, label: str, marks: dict[Path_, str], problems: list[Problem]
+) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(yaml.SafeLoader("").construct_object(key_node))
+            sub = (*path, canonical(key))
+            marks[sub] = f"{label}:{key_node.start_mark.line + 1}"
+            if key in out:
+                problems.append(Problem(".".join(sub), "key given twice", marks[sub]))
+            out[key] = _construct(value_node, sub, label, marks, problems)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path, label, marks, problems) for v in node.value]
+    return yaml.SafeLoader("").construct_object(node)
+
+
+def parse_scalar(text: str) -> Any:
+    """Values from the environment and ``--set`` are typed as YAML would type them, so
+    ``3`` is a number, ``true`` a boolean and ``[a, b]`` a list."""
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+_SEGMENT = re.compile(r"\[([^\]]+)\]|([^.\[\]]+)")
+
+
+def split_key(key: str) -> list[str]:
+    """``stream.kafka.binder.configuration[security.protocol]`` -> its segments; brackets
+    protect keys that contain dots."""
+    return [m.group(1) or m.group(2) for m in _SEGMENT.finditer(key)]
+
+
+def nest(segments: Sequence[str], value: Any) -> dict[str, Any]:
+    """``['a', 'b'], 1`` -> ``{'a': {'b': 1}}``."""
+    tree: Any = value
+    for seg in reversed(segments):
+        tree = {seg: tree}
+    return dict(tree)
+
+
+def load(
+    config_dir: Path | None,
+    profiles: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Layered, list[Problem]]:
+    """Read every source. ``config_dir`` None means ``./config`` if it exists."""
+    env = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    layered = Layered()
+    explicit = config_dir is not None
+    directory = config_dir if config_dir is not None else Path("config")
+    if not directory.is_dir():
+        if explicit:
+            problems.append(Problem("--config", f"no such directory: {directory}"))
+        directory_ok = False
+    else:
+        directory_ok = True
+
+    active = list(profiles)
+    if not active and env.get(PROFILES_ENV):
+        active = [p.strip() for p in env[PROFILES_ENV].split(",") if p.strip()]
+    layered.profiles = active
+
+    if directory_ok:
+        base = _find(directory, "application")
+        if base is not None:
+            _merge_file(layered, base, problems)
+        for profile in active:
+            file = _find(directory, f"application-{profile}")
+            if file is None:
+                known = [
+                    p.stem.removeprefix("application-")
+                    for p in directory.glob("application-*.y*ml")
+                ]
+                problems.append(
+                    Problem(
+                        "--profile",
+                        f"profile '{profile}' has no file {directory}/application-{profile}.yaml"
+                        + did_you_mean(profile, known),
+                    )
+                )
+                continue
+            _merge_file(layered, file, problems)
+    elif active:
+        problems.append(Problem("--profile", "profiles need a configuration directory"))
+
+    roots = {canonical(k) for k in layered.tree} | set(ENV_ROOTS)
+    for name in sorted(env):
+        parts = name.split("__")
+        if len(parts) < 2 or canonical(parts[0]) not in roots or not all(parts):
+            continue
+        segments = [p.lower() for p in parts]
+        layered.merge(nest(segments, parse_scalar(env[name])), {}, f"env {name}")
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(Problem("--set", f"expected KEY=VALUE, got '{item}'"))
+            continue
+        segments = split_key(key.strip())
+        layered.merge(nest(segments, parse_scalar(value)), {}, f"--set {key.strip()}")
+    return layered, problems
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for suffix in (".yaml", ".yml"):
+        candidate = directory / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _merge_file(layered: Layered, file: Path, problems: list[Problem]) -> None:
+    tree, marks, found = read_yaml(file)
+    problems.extend(found)
+    layered.files.append(file)
+    layered.merge(tree, marks, str(file))

@@ -1,0 +1,176 @@
+"""From configuration and an app module to the bindings to create: names, destinations,
+groups, binders and properties, with every problem found before anything connects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+from pydantic import BaseModel
+
+from binder_core.config import AppConfig
+from binder_core.conversion import is_json, media_type
+from binder_core.errors import ConfigError, Problem, closest
+from binder_core.expression import ExpressionError, compile_expression
+from binder_core.functions import Definition, resolve_definition
+from binder_core.properties import BindingProperties, canonical
+from binder_core.spi import Converter
+
+
+@dataclass(frozen=True)
+class BindingPlan:
+    """One binding as it will be created; also what ``binder bindings`` prints."""
+
+    name: str
+    direction: str  # "in" or "out"
+    definition: str  # the function (composition) it belongs to; "" for StreamBridge
+    destination: str
+    group: str | None
+    binder: str  # binder instance name
+    binder_type: str
+    properties: BindingProperties
+    extension: BaseModel | None
+
+    @property
+    def content_type(self) -> str:
+        """The binding's content type."""
+        return self.properties.content_type
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    """Everything an app will bind."""
+
+    definitions: list[Definition]
+    inputs: dict[str, BindingPlan]  # definition name -> its input binding
+    outputs: dict[str, BindingPlan]  # definition name -> its output binding
+    bridge: dict[str, BindingPlan]  # configured bindings no function uses (StreamBridge)
+
+    def all(self) -> list[BindingPlan]:
+        """Every binding, inputs first."""
+        return [*self.inputs.values(), *self.outputs.values(), *self.bridge.values()]
+
+    def binders(self) -> set[str]:
+        """Binder instances the app uses."""
+        return {b.binder for b in self.all()}
+
+
+def plan_binding(
+    config: AppConfig, name: str, direction: str, definition: str, force_binder: str | None
+) -> BindingPlan:
+    """The plan for binding ``name``, its properties merged from ``stream.default``."""
+    props = config.binding(name)
+    binder = force_binder or props.binder or config.default_binder
+    binder_type = config.instance_type(binder) if binder in config.stream.binders else binder
+    return BindingPlan(
+        name=name,
+        direction=direction,
+        definition=definition,
+        destination=props.destination or name,
+        group=props.group,
+        binder=binder,
+        binder_type=binder_type,
+        properties=props,
+        extension=config.extension(binder_type, name),
+    )
+
+
+def make_plan(
+    config: AppConfig,
+    module: ModuleType,
+    converters: dict[str, Converter],
+    force_binder: str | None = None,
+) -> AppPlan:
+    """Resolve functions and bindings; raise ``ConfigError`` with every problem found."""
+    layered = config.layered
+    definitions, problems = resolve_definition(config.stream.function.definition, module)
+    for i, p in enumerate(problems):
+        problems[i] = Problem(p.path, p.message, layered.source_of(p.path.split(".")))
+    renames = config.stream.function.bindings
+    inputs: dict[str, BindingPlan] = {}
+    outputs: dict[str, BindingPlan] = {}
+    used: set[str] = set()
+    defaults: set[str] = set()
+    for d in definitions:
+        for direction, default_name in (("in", d.input_binding()), ("out", d.output_binding())):
+            wanted = d.first.has_input if direction == "in" else d.last.has_output
+            if not wanted:
+                continue
+            defaults.add(canonical(default_name))
+            name = renames.get(canonical(default_name), default_name)
+            used.add(canonical(name))
+            plan = plan_binding(config, name, direction, d.name, force_binder)
+            (inputs if direction == "in" else outputs)[d.name] = plan
+
+    path: tuple[str, ...]
+    for alias in renames:
+        if alias not in defaults:
+            path = ("stream", "function", "bindings", alias)
+            near = closest(alias, sorted(defaults))
+            hint = f" (did you mean '{near}'?)" if near else ""
+            problems.append(
+                Problem(
+                    ".".join(path),
+                    f"renames '{alias}', which no function in the definition has{hint}",
+                    layered.source_of(path),
+                )
+            )
+
+    bridge: dict[str, BindingPlan] = {}
+    for name in config.stream.bindings:
+        if name in used:
+            continue
+        near = closest(name, sorted(used))
+        if near is not None:
+            path = ("stream", "bindings", name)
+            problems.append(
+                Problem(
+                    ".".join(path),
+                    f"no function has binding '{name}' (did you mean '{near}'?)",
+                    layered.source_of(path),
+                )
+            )
+            continue
+        bridge[name] = plan_binding(config, name, "out", "", force_binder)
+
+    for plan in [*inputs.values(), *outputs.values(), *bridge.values()]:
+        problems.extend(_check(plan, config, converters))
+    if problems:
+        raise ConfigError(problems)
+    return AppPlan(definitions, inputs, outputs, bridge)
+
+
+def _check(plan: BindingPlan, config: AppConfig, converters: dict[str, Converter]) -> list[Problem]:
+    layered = config.layered
+    base = ("stream", "bindings", plan.name)
+    out = []
+    path: tuple[str, ...]
+    mt = media_type(plan.content_type)
+    if not (is_json(mt) or mt in converters):
+        path = (*base, "content-type")
+        installed = ", ".join(sorted(converters))
+        out.append(
+            Problem(
+                ".".join(path),
+                f"no converter for content type '{mt}'; installed: {installed}",
+                layered.source_of(path),
+            )
+        )
+    expression = plan.properties.producer.partition_key_expression
+    if expression and plan.direction == "out":
+        try:
+            compile_expression(expression)
+        except ExpressionError as exc:
+            path = (*base, "producer", "partition-key-expression")
+            out.append(Problem(".".join(path), str(exc), layered.source_of(path)))
+    if plan.binder not in config.stream.binders:
+        path = (*base, "binder")
+        out.append(
+            Problem(
+                ".".join(path),
+                f"no binder named '{plan.binder}'; known: "
+                + ", ".join(sorted(config.stream.binders)),
+                layered.source_of(path),
+            )
+        )
+    return out

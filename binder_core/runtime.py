@@ -1,0 +1,249 @@
+"""Running an app: binders, producers, consumers and suppliers started in that order, and
+stopped in the reverse order without losing what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from types import ModuleType
+
+from binder_core.bridge import StreamBridge
+from binder_core.config import AppConfig
+from binder_core.conversion import encoder_for
+from binder_core.errors import BinderException
+from binder_core.functions import Kind
+from binder_core.invoker import Invoker
+from binder_core.output import Output
+from binder_core.plan import AppPlan, BindingPlan, make_plan, plan_binding
+from binder_core.plugins import Registry
+from binder_core.properties import canonical
+from binder_core.retry import RetryPolicy
+from binder_core.spi import Binder, Binding, ConsumerSpec, ProducerSpec
+from binder_core.suppliers import SupplierRunner
+
+log = logging.getLogger(__name__)
+
+#: How long stopping waits for a supplier to finish its current value before cancelling it.
+SUPPLIER_GRACE = 5.0
+
+
+class StartError(BinderException):
+    """A binder or binding could not be started."""
+
+
+class App:
+    """One app: its plan, and once started its binders, outputs and bindings."""
+
+    def __init__(
+        self,
+        module: ModuleType,
+        config: AppConfig,
+        registry: Registry,
+        force_binder: str | None = None,
+    ) -> None:
+        self.module = module
+        self.config = config
+        self.registry = registry
+        self.plan: AppPlan = make_plan(config, module, registry.converters, force_binder)
+        self._force_binder = force_binder
+        self.binders: dict[str, Binder] = {}
+        self.outputs: dict[str, Output] = {}  # definition name -> output
+        self.outputs_by_name: dict[str, Output] = {}  # canonical binding name -> output
+        self.bindings: dict[str, Binding] = {}
+        self._invokers: list[Invoker] = []
+        self._suppliers: list[tuple[SupplierRunner, asyncio.Task[None]]] = []
+        self.bridge: StreamBridge | None = None
+        self._dynamic_outputs: list[Output] = []
+
+    async def start(self) -> None:
+        """Start binders, bind producers, then consumers, then suppliers."""
+        try:
+            for name in sorted(self.plan.binders()):
+                await self._binder(name)
+            for plan in self.plan.outputs.values():
+                self.outputs[plan.definition] = await self._bind_output(plan)
+            for plan in self.plan.bridge.values():
+                await self._bind_output(plan)
+            self.bridge = StreamBridge(self)
+            StreamBridge._current = self.bridge
+            for definition in self.plan.definitions:
+                if definition.name in self.plan.inputs:
+                    await self._bind_input(self.plan.inputs[definition.name])
+            loop = asyncio.get_running_loop()
+            for definition in self.plan.definitions:
+                if definition.kind is Kind.SUPPLIER:
+                    runner = SupplierRunner(
+                        definition, self.outputs[definition.name], self.config.stream.poller
+                    )
+                    task = loop.create_task(runner.run(), name=f"supplier:{definition.name}")
+                    task.add_done_callback(self._supplier_done)
+                    self._suppliers.append((runner, task))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _binder(self, name: str) -> Binder:
+        binder = self.binders.get(name)
+        if binder is not None:
+            return binder
+        instance_type = self.config.instance_type(name)
+        binder_type = self.registry.binder_types[instance_type]
+        environment = self.config.environments.get(name) or binder_type.environment()
+        binder = binder_type.factory(name, environment)
+        try:
+            await binder.start()
+        except Exception as exc:
+            raise StartError(f"binder '{name}' ({instance_type}) could not start: {exc}") from exc
+        self.binders[name] = binder
+        return binder
+
+    async def _bind_output(self, plan: BindingPlan) -> Output:
+        binder = await self._binder(plan.binder)
+        spec = ProducerSpec(plan.name, plan.destination, plan.properties.producer, plan.extension)
+        try:
+            producer = await binder.producer(spec)
+        except Exception as exc:
+            raise StartError(f"binding '{plan.name}' could not bind a producer: {exc}") from exc
+        output = Output(
+            plan.name,
+            plan.destination,
+            producer,
+            encoder_for(plan.content_type, self.registry.converters),
+            plan.content_type,
+            plan.properties.producer,
+        )
+        self.outputs_by_name[canonical(plan.name)] = output
+        return output
+
+    async def bind_output(self, name: str, dynamic: bool = False) -> Output:
+        """Bind an output for ``name`` on first use (``StreamBridge``)."""
+        plan = plan_binding(self.config, name, "out", "", self._force_binder)
+        output = await self._bind_output(plan)
+        if dynamic:
+            self.outputs_by_name.pop(canonical(plan.name), None)  # the bridge's cache owns it
+        return output
+
+    async def _bind_input(self, plan: BindingPlan) -> None:
+        binder = await self._binder(plan.binder)
+        definition = next(d for d in self.plan.definitions if d.name == plan.definition)
+        stream = self.config.stream
+        consumer = plan.properties.consumer
+        consumer = consumer.model_copy(
+            update={
+                "instance_index": stream.instance_index
+                if consumer.instance_index is None
+                else consumer.instance_index,
+                "instance_count": stream.instance_count
+                if consumer.instance_count is None
+                else consumer.instance_count,
+            }
+        )
+        invoker = Invoker(
+            plan.name,
+            definition,
+            plan.content_type,
+            self.registry.converters,
+            RetryPolicy.from_properties(consumer),
+            self.outputs.get(definition.name),
+            blocking=consumer.blocking,
+            batch=consumer.batch_mode,
+        )
+        self._invokers.append(invoker)
+        spec = ConsumerSpec(plan.name, plan.destination, plan.group, consumer, plan.extension)
+        try:
+            self.bindings[plan.name] = await binder.consumer(spec, invoker.handle)
+        except Exception as exc:
+            raise StartError(f"binding '{plan.name}' could not bind a consumer: {exc}") from exc
+
+    def _supplier_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("supplier %s stopped: %s: %s", task.get_name(), type(exc).__name__, exc)
+
+    async def stop(self) -> None:
+        """Stop intake, finish in-flight work, confirm outputs, acknowledge, close."""
+        for runner, _ in self._suppliers:
+            runner.stop()
+        for _runner, task in self._suppliers:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), SUPPLIER_GRACE)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            except BaseException:
+                pass
+        self._suppliers.clear()
+        for name, binding in list(self.bindings.items()):
+            try:
+                await binding.stop()
+            except Exception as exc:
+                log.error("binding %s did not stop cleanly: %s", name, exc)
+        for invoker in self._invokers:
+            try:
+                await invoker.close()
+            except Exception as exc:
+                log.error("binding %s: stream function did not finish: %s", invoker.binding, exc)
+        if self.bridge is not None:
+            await self.bridge.close()
+            if StreamBridge._current is self.bridge:
+                StreamBridge._current = None
+        for output in self.outputs_by_name.values():
+            try:
+                await output.producer.close()
+            except Exception as exc:
+                log.error("binding %s: producer did not close cleanly: %s", output.binding, exc)
+        for name, binder in list(self.binders.items()):
+            try:
+                await binder.close()
+            except Exception as exc:
+                log.error("binder %s did not close cleanly: %s", name, exc)
+        self.binders.clear()
+        self.bindings.clear()
+        self.outputs_by_name.clear()
+
+    async def suppliers_done(self) -> None:
+        """Wait until every supplier has finished (generators exhausted)."""
+        if self._suppliers:
+            await asyncio.gather(*(t for _, t in self._suppliers), return_exceptions=True)
+
+
+async def run_until_stopped(app: App, run_for: float | None = None) -> None:
+    """Start ``app``, run until SIGINT/SIGTERM (or ``run_for`` seconds), stop gracefully.
+    A second signal while stopping cancels what is left."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("received %s: stopping (again to force)", signal.Signals(signum).name)
+            stop.set()
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await app.start()
+        log.info(
+            "started: %s",
+            ", ".join(f"{b.name} -> {b.destination}" for b in app.plan.all()) or "no bindings",
+        )
+        if run_for is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), run_for)
+        else:
+            await stop.wait()
+    finally:
+        await app.stop()
+        log.info("stopped")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,164 @@
+"""Driving suppliers: polled functions and (async) generators, sending what they produce
+in batches formed while the previous batch is being confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from binder_core.errors import DeliveryError
+from binder_core.functions import Definition
+from binder_core.invoker import compose
+from binder_core.message import Message
+from binder_core.output import Output
+from binder_core.properties import PollerProperties
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+_LINGER = 0.005  # a sync generator's values wait at most this long to join a batch
+
+
+class BatchingSender:
+    """Sends values as they come; while one batch is being confirmed the next one fills,
+    and a producer that outruns the broker waits (back-pressure)."""
+
+    def __init__(self, output: Output, max_batch: int = MAX_BATCH) -> None:
+        self._output = output
+        self._max = max_batch
+        self._buffer: list[Message[bytes]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.lost = 0
+
+    async def add(self, values: list[Any]) -> None:
+        """Queue values for sending; wait while too many are unconfirmed."""
+        self._buffer.extend(self._output.message(v) for v in values)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        elif len(self._buffer) >= self._max:
+            await asyncio.shield(self._flushing)
+
+    async def drain(self) -> None:
+        """Wait until everything added has been confirmed (or reported lost)."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+        if self._buffer:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer[: self._max], self._buffer[self._max :]
+            for attempt in range(1, 6):
+                try:
+                    await self._output.send(batch)
+                    break
+                except DeliveryError as exc:
+                    if attempt == 5:
+                        self.lost += len(batch)
+                        log.error(
+                            "binding %s: %d messages could not be delivered: %s",
+                            self._output.binding,
+                            len(batch),
+                            exc,
+                        )
+                    else:
+                        await asyncio.sleep(0.1 * 2**attempt)
+
+
+class SupplierRunner:
+    """Runs one supplier definition until it is exhausted or the app stops."""
+
+    def __init__(self, definition: Definition, output: Output, poller: PollerProperties) -> None:
+        self.definition = definition
+        self._output = output
+        self._poller = poller
+        self._stopping = asyncio.Event()
+        self._sender = BatchingSender(output)
+        first = definition.first
+        rest = (
+            Definition(definition.name, definition.parts[1:]) if len(definition.parts) > 1 else None
+        )
+        self._rest = compose(rest, blocking=False) if rest is not None else None
+        self._first = first
+
+    def stop(self) -> None:
+        """Ask the supplier to stop after the value it is producing."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop was asked."""
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Produce until exhausted or stopped, then wait for confirmations."""
+        try:
+            first = self._first
+            if first.is_generator:
+                await self._from_generator()
+            elif first.is_async_generator:
+                await self._from_async_generator()
+            else:
+                await self._polled()
+        finally:
+            await self._sender.drain()
+
+    async def _emit(self, value: Any) -> None:
+        if value is None:
+            return
+        values = [value] if self._rest is None else await self._rest(value)
+        if values:
+            await self._sender.add(values)
+
+    async def _from_generator(self) -> None:
+        started = time.monotonic()
+        for count, value in enumerate(self._first.fn(), start=1):
+            await self._emit(value)
+            # A sync generator never yields to the loop by itself: let others run now
+            # and then, and stop promptly when asked.
+            if count % MAX_BATCH == 0 or time.monotonic() - started > _LINGER:
+                await asyncio.sleep(0)
+                started = time.monotonic()
+            if self.stopping:
+                break
+
+    async def _from_async_generator(self) -> None:
+        agen = self._first.fn()
+        try:
+            async for value in agen:
+                await self._emit(value)
+                if self.stopping:
+                    break
+        finally:
+            await agen.aclose()
+
+    async def _polled(self) -> None:
+        fn, is_async = self._first.fn, self._first.is_async
+        delay = self._poller.fixed_delay / 1000
+        if await self._wait(self._poller.initial_delay / 1000):
+            return
+        while not self.stopping:
+            for _ in range(self._poller.max_messages_per_poll):
+                try:
+                    value = await fn() if is_async else fn()
+                except Exception as exc:
+                    log.error(
+                        "supplier %s failed: %s: %s", self.definition.name, type(exc).__name__, exc
+                    )
+                    break
+                await self._emit(value)
+            if await self._wait(delay):
+                return
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep, waking early on stop; True when stopping."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return self.stopping
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True

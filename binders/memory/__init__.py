@@ -1,0 +1,1 @@
+"""The in-memory binder: the embedded default, for one-process apps and for tests."""
