@@ -1,0 +1,225 @@
+"""Pytest plugin for tests that talk to a real Kafka, RabbitMQ or Redis.
+
+Load it from tests/conftest.py with ``pytest_plugins = ["tests.brokers"]``.
+
+* Markers ``kafka``, ``rabbit`` and ``redis`` (declared in pyproject.toml): a marked test needs
+  that broker. If it does not answer, the test is skipped with the command that starts it
+  (``scripts/brokers up kafka``); with ``CI=true`` in the environment it fails instead, so a
+  CI run can never go green by skipping everything.
+* Fixtures ``kafka_bootstrap``, ``rabbit_url`` and ``redis_url`` give the broker's address
+  (``KAFKA_BOOTSTRAP_SERVERS``, ``RABBITMQ_URL``, ``REDIS_URL`` or the local defaults) and apply
+  the same skip-or-fail rule themselves.
+* Fixture ``unique_name``: ``unique_name("orders")`` returns a new name on every call, made of
+  the prefix, the test's node id and a random suffix. It is a valid Kafka topic, RabbitMQ
+  exchange or queue, and Redis key name, so tests never see each other's data.
+
+Reachability is checked once per session and broker, with a short timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+BROKERS = ("kafka", "rabbit", "redis")
+ENV_VARS = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "rabbit": "RABBITMQ_URL", "redis": "REDIS_URL"}
+DEFAULTS = {
+    "kafka": "127.0.0.1:9092",
+    "rabbit": "amqp://guest:guest@127.0.0.1:5672/%2F",
+    "redis": "redis://127.0.0.1:6379/0",
+}
+CHECK_TIMEOUT_S = 2.0
+
+_NAME_PREFIX_MAX = 40
+_NAME_TEST_MAX = 60
+
+
+def broker_address(name: str) -> str:
+    """The configured address of a broker: its environment variable, else the local default."""
+    return os.environ.get(ENV_VARS[name]) or DEFAULTS[name]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def redact(address: str) -> str:
+    """Hide the password of a URL for messages."""
+    parts = urlsplit(address)
+    if not parts.password:
+        return address
+    netloc = f"{parts.username or ''}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_kafka(bootstrap: str) -> None:
+    """An ApiVersions round trip with the first bootstrap server that answers."""
+    errors = []
+    for server in bootstrap.split(","):
+        server = server.strip().split("://")[-1]
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), CHECK_TIMEOUT_S) as sock:
+                sock.settimeout(CHECK_TIMEOUT_S)
+                client_id = b"pytest"
+                header = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+                sock.sendall(struct.pack(">i", len(header)) + header)
+                raw = b""
+                while len(raw) < 10:  # size, correlation id, error code
+                    chunk = sock.recv(10 - len(raw))
+                    if not chunk:
+                        raise ConnectionError("connection closed without an answer")
+                    raw += chunk
+                _size, correlation, error = struct.unpack(">iih", raw)
+                if correlation != 1 or error != 0:
+                    raise ConnectionError(f"unexpected ApiVersions answer (error {error})")
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{server}: {exc}")
+    raise ConnectionError("; ".join(errors))
+
+
+def _check_rabbit(url: str) -> None:
+    import pika
+
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1
+    params.socket_timeout = CHECK_TIMEOUT_S
+    params.stack_timeout = CHECK_TIMEOUT_S * 2
+    params.blocked_connection_timeout = CHECK_TIMEOUT_S
+    with _quiet("pika"):  # pika logs every failed attempt with a traceback
+        connection = pika.BlockingConnection(params)
+    connection.close()
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a logger and its children (they inherit the level unless they set their own)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _describe(exc: BaseException) -> str:
+    detail = str(exc) or ", ".join(str(arg) or repr(arg) for arg in exc.args)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=CHECK_TIMEOUT_S, socket_timeout=CHECK_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+_CHECKS: dict[str, Callable[[str], None]] = {
+    "kafka": _check_kafka,
+    "rabbit": _check_rabbit,
+    "redis": _check_redis,
+}
+_REACHABILITY = pytest.StashKey[dict[str, str | None]]()
+
+
+def broker_problem(config: pytest.Config, name: str) -> str | None:
+    """None if the broker answers, else why not. Checked once per session and broker."""
+    cache = config.stash.setdefault(_REACHABILITY, {})
+    if name not in cache:
+        try:
+            _CHECKS[name](broker_address(name))
+        except Exception as exc:  # any failure to connect means "unreachable"
+            cache[name] = _describe(exc)
+        else:
+            cache[name] = None
+    return cache[name]
+
+
+def require_broker(config: pytest.Config, name: str) -> str:
+    """Return the broker's address, or skip (fail with CI=true) the current test."""
+    address = broker_address(name)
+    problem = broker_problem(config, name)
+    if problem is None:
+        return address
+    message = (
+        f"{name} broker not reachable at {redact(address)} ({problem}); "
+        f"start it with: scripts/brokers up {name}"
+    )
+    if os.environ.get(ENV_VARS[name]):
+        message += f" (or fix {ENV_VARS[name]})"
+    if in_ci():
+        pytest.fail(f"{message} [CI=true: unreachable brokers fail, never skip]", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for name in BROKERS:
+        if item.get_closest_marker(name) is not None:
+            require_broker(item.config, name)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    addresses = " ".join(f"{name}={redact(broker_address(name))}" for name in BROKERS)
+    rule = "fail" if in_ci() else "skip"
+    return f"brokers: {addresses} (unreachable: {rule})"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(pytestconfig: pytest.Config) -> str:
+    """Kafka bootstrap servers: KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092."""
+    return require_broker(pytestconfig, "kafka")
+
+
+@pytest.fixture(scope="session")
+def rabbit_url(pytestconfig: pytest.Config) -> str:
+    """AMQP URL: RABBITMQ_URL or amqp://guest:guest@127.0.0.1:5672/%2F."""
+    return require_broker(pytestconfig, "rabbit")
+
+
+@pytest.fixture(scope="session")
+def redis_url(pytestconfig: pytest.Config) -> str:
+    """Redis URL: REDIS_URL or redis://127.0.0.1:6379/0."""
+    return require_broker(pytestconfig, "redis")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def make_unique_namer(nodeid: str) -> Callable[[str], str]:
+    """A namer for one test: prefix, test slug, 12 random hex digits; only [a-z0-9-], at most
+    114 characters, so valid for Kafka topics (249), AMQP names (255) and Redis keys."""
+    test = _slug(nodeid.removeprefix("tests/").replace(".py::", "::"))
+    if len(test) > _NAME_TEST_MAX:
+        test = test[-_NAME_TEST_MAX:].lstrip("-")
+
+    def unique_name(prefix: str) -> str:
+        head = _slug(prefix)[:_NAME_PREFIX_MAX].strip("-") or "t"
+        return f"{head}-{test}-{uuid.uuid4().hex[:12]}"
+
+    return unique_name
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``unique_name(prefix)``: a fresh broker-safe name per call, tagged with this test."""
+    return make_unique_namer(request.node.nodeid)
