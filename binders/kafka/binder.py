@@ -1,0 +1,224 @@
+"""The Kafka binder: the Binder SPI over aiokafka.
+
+The binder owns the clients: one admin connection for provisioning, producers shared by
+bindings with the same settings (Kafka producers are thread- and task-safe, and one
+connection set batches better than many), a consumer per binding and ``concurrency``, and a
+transactional producer per consumer when transactions are on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from binder_core.spi import Binding, Capability, ConsumerSpec, Handle, Producer, ProducerSpec
+from binders.kafka.binding import KafkaBinding
+from binders.kafka.clients import ClientConfig, throttle_client_logs
+from binders.kafka.producer import KafkaProducer
+from binders.kafka.provisioning import Provisioner, ProvisioningError, describe
+from binders.kafka.settings import (
+    KafkaConsumerProperties,
+    KafkaEnvironment,
+    KafkaProducerProperties,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Shared:
+    """A producer client and how many bindings hold it."""
+
+    def __init__(self, client: Any, close_timeout: float) -> None:
+        self.client = client
+        self.users = 0
+        self.close_timeout = close_timeout
+
+
+class KafkaBinder:
+    """Topics, consumer groups, partitions, dead-letter topics and transactions on Kafka."""
+
+    capabilities = frozenset(
+        {
+            Capability.GROUPS,
+            Capability.ORDERING,
+            Capability.PARTITIONS,
+            Capability.DEAD_LETTER,
+            Capability.PAUSE,
+            Capability.PERSISTENCE,
+            Capability.CROSS_PROCESS,
+            Capability.REQUIRED_GROUPS,
+            Capability.TRANSACTIONS,
+        }
+    )
+
+    def __init__(self, name: str, environment: KafkaEnvironment | None = None) -> None:
+        self.name = name
+        self.environment = environment or KafkaEnvironment()
+        self.clients = ClientConfig(name, self.environment)
+        self.provisioner = Provisioner(name, self.environment, self.clients)
+        self._producers: dict[Any, _Shared] = {}
+        self._producer_lock = asyncio.Lock()
+        self._bindings: list[KafkaBinding] = []
+
+    async def start(self) -> None:
+        """Reach the brokers (retrying for up to ``health-timeout``)."""
+        throttle_client_logs()
+        await self.provisioner.connect()
+
+    # -- producers -------------------------------------------------------------------------
+
+    def _acks(self) -> Any:
+        acks = self.environment.required_acks
+        return "all" if acks == "all" else int(acks)
+
+    def _producer_kwargs(
+        self, ext: KafkaProducerProperties, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "acks": self._acks(),
+            "max_batch_size": ext.buffer_size,
+            "linger_ms": ext.batch_timeout,
+            "compression_type": None if ext.compression_type == "none" else ext.compression_type,
+        }
+        kwargs = self.clients.kwargs("producer", base, config)
+        if kwargs.get("acks") in ("all", -1) and "enable_idempotence" not in {
+            **self.environment.configuration,
+            **self.environment.producer_properties,
+            **config,
+        }:
+            # As the Java client since 3.0: no duplicates or reordering from internal retries.
+            kwargs["enable_idempotence"] = True
+        return kwargs
+
+    async def _start_client(self, kwargs: dict[str, Any]) -> Any:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        client = AIOKafkaProducer(**kwargs)
+        try:
+            await asyncio.wait_for(client.start(), self.environment.health_timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.stop(), 5)
+            raise ProvisioningError(
+                f"kafka binder '{self.name}': cannot start a producer ({describe(exc)})"
+            ) from None
+        return client
+
+    async def _shared_client(
+        self, ext: KafkaProducerProperties, config: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        """A started producer client for these settings, and the callable that releases it."""
+        kwargs = self._producer_kwargs(ext, config)
+        key = tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "ssl_context"))
+        async with self._producer_lock:
+            shared = self._producers.get(key)
+            if shared is None:
+                client = await self._start_client(kwargs)
+                shared = self._producers[key] = _Shared(client, ext.close_timeout)
+            shared.users += 1
+
+        async def release() -> None:
+            shared.users -= 1
+            if shared.users <= 0 and self._producers.get(key) is shared:
+                del self._producers[key]
+                await _stop_client(shared.client, shared.close_timeout)
+
+        return shared.client, release
+
+    async def dead_letter_client(self) -> Any:
+        """The producer dead letters go through (the binder's default settings)."""
+        client, _ = await self._shared_client(KafkaProducerProperties(), {})
+        return client
+
+    async def transactional_client(self, binding: KafkaBinding, index: int) -> Any:
+        """A started transactional producer for one consumer of ``binding``. Its id is
+        stable across restarts (so a restarted instance fences its zombie) and distinct per
+        group, topic, instance-index and consumer."""
+        env = self.environment
+        txn = env.transaction
+        ext = txn.producer
+        config = self.clients.check_binding(ext.configuration, "producer", binding.name)
+        kwargs = self._producer_kwargs(ext, config)
+        kwargs["acks"] = "all"
+        kwargs.pop("enable_idempotence", None)
+        kwargs["transactional_id"] = (
+            f"{txn.transaction_id_prefix}{binding.group}.{binding.topic}."
+            f"{binding.instance_index}.{index}"
+        )
+        kwargs["client_id"] = f"binder-{self.name}-{binding.name}-tx{index}"
+        return await self._start_client(kwargs)
+
+    async def producer(self, spec: ProducerSpec) -> Producer:
+        """Provision the topic (``partition-count`` partitions at least) and return a
+        producer for it."""
+        ext = spec.extension if isinstance(spec.extension, KafkaProducerProperties) else None
+        ext = ext or KafkaProducerProperties()
+        config = self.clients.check_binding(ext.configuration, "producer", spec.binding)
+        await self.provisioner.ensure_topic(
+            spec.destination,
+            spec.properties.partition_count,
+            fewer="error",
+            properties=ext.topic,
+            purpose=f"partition-count of binding {spec.binding}",
+        )
+        client, release = await self._shared_client(ext, config)
+        try:
+            await asyncio.wait_for(
+                client.partitions_for(spec.destination), self.environment.health_timeout
+            )
+        except BaseException:
+            await release()
+            raise
+        # required-groups need nothing more on Kafka: the topic keeps every record for its
+        # retention whoever consumes, and a new named group starts at the earliest offset.
+        return KafkaProducer(self, spec.destination, client, ext.sync, release)
+
+    # -- consumers -------------------------------------------------------------------------
+
+    async def consumer(self, spec: ConsumerSpec, handle: Handle) -> Binding:
+        """Provision topic and dead-letter topic, and start (unless ``auto-startup`` is
+        false) a binding whose consumers have their partitions when this returns."""
+        ext = spec.extension if isinstance(spec.extension, KafkaConsumerProperties) else None
+        ext = ext or KafkaConsumerProperties()
+        config = self.clients.check_binding(ext.configuration, "consumer", spec.binding)
+        props = spec.properties
+        manual = props.partitioned or not ext.auto_rebalance_enabled
+        wanted = (props.instance_count or 1) * props.concurrency
+        partitions = await self.provisioner.ensure_topic(
+            spec.destination,
+            wanted,
+            fewer="error" if manual else "warn",
+            properties=ext.topic,
+            purpose=f"instance-count x concurrency of binding {spec.binding}",
+        )
+        binding = KafkaBinding(self, spec, handle, ext, config, partitions)
+        if ext.enable_dlq and spec.group:
+            await binding.dlq_partitions()
+        self._bindings.append(binding)
+        if props.auto_startup:
+            await binding.start(raise_on_timeout=True)
+        return binding
+
+    async def close(self) -> None:
+        """Stop every binding, flush and close producers, disconnect."""
+        for binding in self._bindings:
+            try:
+                await binding.stop()
+            except Exception as exc:
+                log.warning("binding %s did not stop cleanly: %s", binding.name, describe(exc))
+        self._bindings.clear()
+        shared, self._producers = list(self._producers.values()), {}
+        await asyncio.gather(*(_stop_client(s.client, s.close_timeout) for s in shared))
+        await self.provisioner.close()
+
+
+async def _stop_client(client: Any, seconds: float) -> None:
+    """Flush and close a producer, giving up after ``seconds`` (an unreachable
+    broker must not hold the app's shutdown)."""
+    try:
+        await asyncio.wait_for(client.stop(), max(seconds, 0.1))
+    except Exception as exc:
+        log.warning("kafka producer did not close cleanly: %s", describe(exc))

@@ -1,0 +1,216 @@
+"""Building aiokafka clients from the binder's settings.
+
+Spring's ``configuration`` maps take Kafka client properties; here they take aiokafka's
+keyword arguments (``security_protocol``, ``sasl_plain_password``, ``fetch_max_wait_ms``).
+Java-style spellings (``security.protocol``, ``batch.size``) are accepted too. A key that no
+aiokafka client knows is a start-up error, never silently ignored; a key that only some
+clients know goes to those (as Spring filters by ConsumerConfig/ProducerConfig names).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from binder_core.errors import ConfigError, Problem, did_you_mean
+from binders.kafka.settings import KafkaEnvironment
+
+ROLES = ("admin", "consumer", "producer")
+
+#: Java client names whose aiokafka argument is spelled differently.
+_RENAMES = {
+    "batch_size": "max_batch_size",
+    "sasl_kerberos_service_name": "sasl_kerberos_service_name",
+    "ssl_endpoint_identification_algorithm": "ssl_check_hostname",
+}
+
+#: Settings the binder owns: they come from binding properties, never from a map.
+_OWNED = {
+    "bootstrap_servers": "set bootstrap-servers (or brokers) instead",
+    "group_id": "set the binding's group instead",
+    "enable_auto_commit": "the binder commits offsets itself, after processing",
+    "transactional_id": "set transaction.transaction-id-prefix instead",
+    "key_serializer": "the binder moves bytes",
+    "value_serializer": "the binder moves bytes",
+    "key_deserializer": "the binder moves bytes",
+    "value_deserializer": "the binder moves bytes",
+    "loop": "not configurable",
+    "ssl_context": "give ssl_cafile, ssl_certfile, ssl_keyfile (and ssl_password) instead",
+}
+
+#: Turned into one ``ssl.SSLContext`` shared by every client.
+_SSL = ("ssl_cafile", "ssl_capath", "ssl_cadata", "ssl_certfile", "ssl_keyfile", "ssl_password")
+_SSL_FLAGS = ("ssl_check_hostname",)
+
+
+def normalize(key: str) -> str:
+    """``security.protocol`` / ``security-protocol`` -> ``security_protocol``."""
+    name = key.strip().lower().replace(".", "_").replace("-", "_")
+    return _RENAMES.get(name, name)
+
+
+@cache
+def _parameters(role: str) -> dict[str, inspect.Parameter]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    cls = {"admin": AIOKafkaAdminClient, "consumer": AIOKafkaConsumer}.get(role, AIOKafkaProducer)
+    return {
+        name: p
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL
+    }
+
+
+def _coerce(value: Any, param: inspect.Parameter) -> Any:
+    """YAML and environment variables give strings where aiokafka wants numbers/flags."""
+    default = param.default
+    if not isinstance(value, str) or default is inspect.Parameter.empty:
+        return value
+    text = value.strip()
+    if isinstance(default, bool):
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    elif isinstance(default, int) and text.lstrip("-").isdigit():
+        return int(text)
+    elif isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            return value
+    return value
+
+
+class ClientConfig:
+    """The validated client settings of one binder: what each kind of client gets."""
+
+    def __init__(self, binder: str, env: KafkaEnvironment) -> None:
+        self.binder = binder
+        self.env = env
+        problems: list[Problem] = []
+        self._common = self._check(env.configuration, "configuration", ROLES, problems)
+        self._consumer = self._check(
+            env.consumer_properties, "consumer-properties", ("consumer",), problems
+        )
+        self._producer = self._check(
+            env.producer_properties, "producer-properties", ("producer",), problems
+        )
+        if problems:
+            raise ConfigError(problems)
+        ssl_settings = {k: v for k, v in {**self._common}.items() if k in _SSL or k in _SSL_FLAGS}
+        self._ssl_context = _ssl_context(ssl_settings) if ssl_settings else None
+
+    def _check(
+        self, raw: Mapping[str, Any], where: str, roles: tuple[str, ...], problems: list[Problem]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            name = normalize(str(key))
+            path = f"{where}.{key}"
+            source = f"kafka binder '{self.binder}'"
+            if name in _OWNED:
+                problems.append(Problem(path, f"not allowed here: {_OWNED[name]}", source))
+            elif name in _SSL or name in _SSL_FLAGS:
+                out[name] = value
+            elif not any(name in _parameters(r) for r in roles):
+                known = {n for r in roles for n in _parameters(r)} | set(_SSL)
+                problems.append(
+                    Problem(
+                        path,
+                        f"unknown aiokafka client setting '{name}'" + did_you_mean(name, known),
+                        source,
+                    )
+                )
+            else:
+                out[name] = value
+        return out
+
+    def check_binding(self, raw: Mapping[str, Any], role: str, binding: str) -> dict[str, Any]:
+        """A binding's ``configuration`` map, validated for one kind of client."""
+        problems: list[Problem] = []
+        where = f"stream.kafka.bindings.{binding}.{role}.configuration"
+        out = self._check(raw, where, (role,), problems)
+        if problems:
+            raise ConfigError(problems)
+        return out
+
+    def kwargs(self, role: str, *layers: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for one aiokafka client: bootstrap servers, the binder's common
+        settings, the role's own, then ``layers`` (binding settings), later winning."""
+        params = _parameters(role)
+        merged: dict[str, Any] = {}
+        own = self._consumer if role == "consumer" else self._producer if role == "producer" else {}
+        for layer in (self._common, own, *layers):
+            for name, value in layer.items():
+                if name in params:
+                    merged[name] = _coerce(value, params[name])
+        merged["bootstrap_servers"] = self.env.servers()
+        if self._ssl_context is not None:
+            merged["ssl_context"] = self._ssl_context
+        merged.setdefault("client_id", f"binder-{self.binder}-{role}")
+        return merged
+
+
+def _ssl_context(settings: Mapping[str, Any]) -> Any:
+    from aiokafka.helpers import create_ssl_context
+
+    context = create_ssl_context(
+        cafile=settings.get("ssl_cafile"),
+        capath=settings.get("ssl_capath"),
+        cadata=settings.get("ssl_cadata"),
+        certfile=settings.get("ssl_certfile"),
+        keyfile=settings.get("ssl_keyfile"),
+        password=settings.get("ssl_password"),
+    )
+    check = settings.get("ssl_check_hostname")
+    if check is not None:
+        context.check_hostname = str(check).strip().lower() not in ("false", "", "none")
+    return context
+
+
+class _Throttle(logging.Filter):
+    """aiokafka logs a warning or an error on every reconnect attempt, ten a second while
+    a broker is down. Keep the first of each kind, then one per ``interval`` with a count
+    of what was held back, so the log stays readable through an outage."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        if len(self._seen) > 2000:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if seen is not None and seen[1] and isinstance(record.args, tuple):
+            record.msg = f"{record.msg} (and %d more like this in %.0f s)"
+            record.args = (*record.args, seen[1], now - seen[0])
+        return True
+
+
+_THROTTLE = _Throttle()
+
+
+def throttle_client_logs() -> None:
+    """Attach the repeat filter to every aiokafka logger (they log to their own names, and
+    a filter on a parent logger does not see its children's records)."""
+    import aiokafka.admin
+    import aiokafka.consumer.group_coordinator  # noqa: F401  (their loggers exist once imported)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "aiokafka" or name.startswith("aiokafka."):
+            logger = logging.getLogger(name)
+            if _THROTTLE not in logger.filters:
+                logger.addFilter(_THROTTLE)

@@ -1,0 +1,206 @@
+"""Configuration schema of the Kafka binder, under Spring Cloud Stream Kafka's names.
+
+``stream.kafka.binder`` (type-wide) and ``stream.binders.<name>.environment`` share
+``KafkaEnvironment``; ``stream.kafka.bindings.<name>.consumer|producer`` are
+``KafkaConsumerProperties`` and ``KafkaProducerProperties``. This module must stay cheap to
+import (it is loaded with the plugin): no aiokafka here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+
+from binder_core.properties import Props
+
+
+def _aliases(*names: str) -> dict[str, Any]:
+    """Field arguments accepting several spellings (a Spring name and a Kafka one)."""
+    spellings: list[str] = []
+    for name in names:
+        spellings += [name, name.replace("-", "_")]
+    return {"validation_alias": AliasChoices(*spellings), "serialization_alias": names[0]}
+
+
+class KafkaTopicProperties(Props):
+    """``...producer.topic`` / ``...consumer.topic``: how a topic is created."""
+
+    replication_factor: int | None = Field(
+        None, description="Replication factor of this topic; default the binder's."
+    )
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Topic configuration used at creation, e.g. retention.ms: '86400000'.",
+    )
+
+
+class KafkaProducerProperties(Props):
+    """``stream.kafka.bindings.<name>.producer``."""
+
+    buffer_size: int = Field(
+        16384,
+        ge=1,
+        description="Most bytes batched per partition before sending (batch.size).",
+        **_aliases("buffer-size", "batch-size"),
+    )
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="Compression of record batches."
+    )
+    batch_timeout: int = Field(
+        0,
+        ge=0,
+        description="Milliseconds to wait for more records before sending (linger.ms).",
+        **_aliases("batch-timeout", "linger-ms"),
+    )
+    sync: bool = Field(
+        False, description="Send one record at a time, each confirmed before the next."
+    )
+    configuration: dict[str, Any] = Field(
+        default_factory=dict, description="Other aiokafka producer settings for this binding."
+    )
+    topic: KafkaTopicProperties = Field(default_factory=KafkaTopicProperties)
+    close_timeout: int = Field(
+        30, ge=0, description="Seconds closing waits for unsent records to be confirmed."
+    )
+
+
+class KafkaConsumerProperties(Props):
+    """``stream.kafka.bindings.<name>.consumer``."""
+
+    start_offset: Literal["earliest", "latest"] | None = Field(
+        None,
+        description="Where a group without committed offsets starts; default earliest for "
+        "a named group, latest for an anonymous one.",
+    )
+    reset_offsets: bool = Field(
+        False, description="Seek to start-offset whenever the binding starts."
+    )
+    enable_dlq: bool = Field(
+        True, description="Dead-letter records whose retries ran out (false: log and skip)."
+    )
+    dlq_name: str | None = Field(
+        None, description="Dead-letter topic; default error.<destination>.<group>."
+    )
+    dlq_partitions: int | None = Field(
+        None, ge=1, description="Partitions of the dead-letter topic; default: the topic's."
+    )
+    max_poll_records: int = Field(500, ge=1, description="Most records handed over at once.")
+    poll_timeout: int = Field(
+        5000, ge=1, description="Milliseconds a poll waits for records before polling again."
+    )
+    auto_commit_offset: bool = Field(
+        True,
+        description="Commit offsets after each processed batch; false leaves offsets "
+        "uncommitted (a restarted group starts again from its last committed position).",
+    )
+    auto_rebalance_enabled: bool = Field(
+        True,
+        description="Let the group coordinator spread partitions; false assigns partitions "
+        "by instance-index/instance-count, as partitioned does.",
+    )
+    configuration: dict[str, Any] = Field(
+        default_factory=dict, description="Other aiokafka consumer settings for this binding."
+    )
+    topic: KafkaTopicProperties = Field(default_factory=KafkaTopicProperties)
+
+
+class KafkaTransactionProperties(Props):
+    """``stream.kafka.binder.transaction``."""
+
+    transaction_id_prefix: str | None = Field(
+        None,
+        description="Enables transactions: each consumer's outputs and offsets are committed "
+        "in one Kafka transaction. Unique per app instance.",
+    )
+    producer: KafkaProducerProperties = Field(
+        default_factory=KafkaProducerProperties,
+        description="Producer settings of the transactional producers.",
+    )
+
+
+class KafkaEnvironment(Props):
+    """``stream.kafka.binder`` and ``stream.binders.<name>.environment`` for type kafka."""
+
+    bootstrap_servers: list[str] = Field(
+        default_factory=lambda: ["localhost:9092"],
+        description="Brokers to bootstrap from: a list or a comma-separated string.",
+        **_aliases("bootstrap-servers", "brokers"),
+    )
+    default_broker_port: int = Field(
+        9092, ge=1, le=65535, description="Port of a bootstrap server given without one."
+    )
+    configuration: dict[str, Any] = Field(
+        default_factory=dict,
+        description="aiokafka client settings for every client (security_protocol, "
+        "sasl_mechanism, sasl_plain_username, sasl_plain_password, ssl_cafile, ...).",
+    )
+    consumer_properties: dict[str, Any] = Field(
+        default_factory=dict, description="aiokafka settings for consumers only."
+    )
+    producer_properties: dict[str, Any] = Field(
+        default_factory=dict, description="aiokafka settings for producers only."
+    )
+    auto_create_topics: bool = Field(True, description="Create missing topics.")
+    auto_add_partitions: bool = Field(
+        False, description="Add partitions to a topic that has fewer than required."
+    )
+    min_partition_count: int = Field(1, ge=1, description="Fewest partitions a topic gets.")
+    replication_factor: int = Field(
+        1, ge=-1, description="Replication factor of created topics; -1: the broker's default."
+    )
+    required_acks: str = Field("all", description="Producer acks: all (or -1), 1 or 0.")
+    health_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds start-up keeps retrying an unreachable broker, and the bound of "
+        "each provisioning call.",
+    )
+    shutdown_timeout: int = Field(
+        10000,
+        ge=0,
+        description="Milliseconds a stopping binding waits for its batch in flight; after "
+        "that the batch is abandoned uncommitted (and redelivered).",
+    )
+    transaction: KafkaTransactionProperties = Field(default_factory=KafkaTransactionProperties)
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one host[:port]")
+        return value
+
+    @field_validator("required_acks", mode="before")
+    @classmethod
+    def _acks(cls, value: Any) -> Any:
+        text = str(value).strip().lower()
+        if text not in ("all", "-1", "0", "1"):
+            raise ValueError("must be all, -1, 0 or 1")
+        return "all" if text == "-1" else text
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _replication(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be at least 1, or -1 for the broker's default")
+        return value
+
+    def servers(self) -> list[str]:
+        """Bootstrap servers, each with a port."""
+        return [
+            s if ":" in s.rsplit("]", 1)[-1] else f"{s}:{self.default_broker_port}"
+            for s in self.bootstrap_servers
+        ]
+
+    @property
+    def transactional(self) -> bool:
+        """Whether consumers run their batches in Kafka transactions."""
+        return bool(self.transaction.transaction_id_prefix)
