@@ -111,9 +111,11 @@ def load_config(
     overrides: Sequence[str],
     binder_types: Mapping[str, BinderType],
     environ: Mapping[str, str] | None = None,
+    properties: Mapping[str, Any] | None = None,
+    read_files: bool = True,
 ) -> AppConfig:
     """Read, layer and validate; raises ``ConfigError`` listing every problem."""
-    layered, problems = load(config_dir, profiles, overrides, environ)
+    layered, problems = load(config_dir, profiles, overrides, environ, properties, read_files)
     config = validate(layered, binder_types, problems)
     return config
 
@@ -161,6 +163,7 @@ def validate(
         stream = StreamSettings()
     except ValidationError as exc:
         problems.extend(_problems(exc, ("stream",), StreamProperties, layered))
+        stream = _valid_parts(raw)
     finally:
         StreamSettings._tree = {}
 
@@ -178,6 +181,19 @@ def validate(
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _valid_parts(raw: Mapping[str, Any]) -> StreamProperties:
+    """The sections of an invalid ``stream`` tree that are valid on their own, so that the
+    checks which depend on them (binder types, environments) still report their problems."""
+    good: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            StreamProperties.model_validate({key: value})
+        except ValidationError:
+            continue
+        good[key] = value
+    return StreamProperties.model_validate(good)
 
 
 def _section(tree: Mapping[str, Any], name: str) -> Any:

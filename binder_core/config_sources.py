@@ -165,14 +165,22 @@ def load(
     profiles: Sequence[str] = (),
     overrides: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    properties: Mapping[str, Any] | None = None,
+    read_files: bool = True,
 ) -> tuple[Layered, list[Problem]]:
-    """Read every source. ``config_dir`` None means ``./config`` if it exists."""
+    """Read every source. ``config_dir`` None means ``./config`` if it exists.
+
+    ``properties`` is a tree laid over the files and the environment (tests use it);
+    ``read_files`` False skips the configuration directory altogether.
+    """
     env = os.environ if environ is None else environ
     problems: list[Problem] = []
     layered = Layered()
     explicit = config_dir is not None
     directory = config_dir if config_dir is not None else Path("config")
-    if not directory.is_dir():
+    if not read_files:
+        directory_ok = False
+    elif not directory.is_dir():
         if explicit:
             problems.append(Problem("--config", f"no such directory: {directory}"))
         directory_ok = False
@@ -215,6 +223,8 @@ def load(
         segments = [p.lower() for p in parts]
         layered.merge(nest(segments, parse_scalar(env[name])), {}, f"env {name}")
 
+    if properties:
+        layered.merge(properties, {}, "properties")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -192,6 +192,10 @@ def candidates(module: ModuleType) -> dict[str, Callable[..., Any]]:
     return out
 
 
+def _public_functions(module: ModuleType) -> list[str]:
+    return [n for n, v in vars(module).items() if not n.startswith("_") and inspect.isfunction(v)]
+
+
 def resolve_definition(
     definition: str | None, module: ModuleType
 ) -> tuple[list[Definition], list[Problem]]:
@@ -230,7 +234,7 @@ def resolve_definition(
                     Problem(
                         path,
                         f"no function '{fname}' in module '{module.__name__}'"
-                        + did_you_mean(fname, available),
+                        + did_you_mean(fname, _public_functions(module)),
                     )
                 )
                 continue

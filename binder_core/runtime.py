@@ -59,6 +59,12 @@ class App:
 
     async def start(self) -> None:
         """Start binders, bind producers, then consumers, then suppliers."""
+        await self.bind()
+        self.start_suppliers()
+
+    async def bind(self) -> None:
+        """Start binders, bind producers, then consumers; suppliers wait for
+        ``start_suppliers`` (tests attach their probes in between)."""
         try:
             for name in sorted(self.plan.binders()):
                 await self._binder(name)
@@ -71,18 +77,21 @@ class App:
             for definition in self.plan.definitions:
                 if definition.name in self.plan.inputs:
                     await self._bind_input(self.plan.inputs[definition.name])
-            loop = asyncio.get_running_loop()
-            for definition in self.plan.definitions:
-                if definition.kind is Kind.SUPPLIER:
-                    runner = SupplierRunner(
-                        definition, self.outputs[definition.name], self.config.stream.poller
-                    )
-                    task = loop.create_task(runner.run(), name=f"supplier:{definition.name}")
-                    task.add_done_callback(self._supplier_done)
-                    self._suppliers.append((runner, task))
         except BaseException:
             await self.stop()
             raise
+
+    def start_suppliers(self) -> None:
+        """Start every supplier (the last step of start-up)."""
+        loop = asyncio.get_running_loop()
+        for definition in self.plan.definitions:
+            if definition.kind is Kind.SUPPLIER and definition.name in self.outputs:
+                runner = SupplierRunner(
+                    definition, self.outputs[definition.name], self.config.stream.poller
+                )
+                task = loop.create_task(runner.run(), name=f"supplier:{definition.name}")
+                task.add_done_callback(self._supplier_done)
+                self._suppliers.append((runner, task))
 
     async def _binder(self, name: str) -> Binder:
         binder = self.binders.get(name)

@@ -1,0 +1,3 @@
+"""Test-suite wiring: the broker fixtures and markers live in tests/brokers.py."""
+
+pytest_plugins = ["tests.brokers"]
