@@ -1,0 +1,1 @@
+"""The RabbitMQ binder (pika): Spring Cloud Stream's exchanges, group queues and DLQs."""

@@ -1,0 +1,486 @@
+"""Consumer bindings: deliveries gathered into batches, one acknowledgement per batch.
+
+Each of a binding's ``concurrency`` consumers has its own channel, QoS window (``prefetch``)
+and subscription, so they compete for the queue like any RabbitMQ consumers. Deliveries
+land in the consumer's buffer from pika's callback; the consumer's task hands the core
+whatever is buffered (up to ``batch-size``), and once the core returned it dead-letters the
+failures and acknowledges the rest with a single ``basic.ack(multiple=True)``: one channel,
+one subscription, so the batch's tags are contiguous and nothing else is covered.
+
+Acknowledgements belong to the channel that delivered: if the channel (or the connection)
+went while a batch was being processed, its acknowledgement is dropped and RabbitMQ
+delivers those messages again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pika import BasicProperties
+from pika import exceptions as pika_exc
+
+from binder_core.deadletter import exception_headers
+from binder_core.message import CONTENT_TYPE, Message
+from binder_core.spi import BindingState, ConsumerSpec, Handle, Outcome
+from binders.rabbit.connection import Chan, ChannelLost
+from binders.rabbit.provisioning import ConsumerQueue
+from binders.rabbit.publisher import Item, Publisher
+from binders.rabbit.settings import RabbitConsumerProperties
+
+if TYPE_CHECKING:
+    from binders.rabbit.binder import RabbitBinder
+
+log = logging.getLogger(__name__)
+
+ORIGINAL_EXCHANGE = "x-original-exchange"
+ORIGINAL_ROUTING_KEY = "x-original-routingKey"
+_RPC_TIMEOUT = 10.0
+
+
+def _pause(failures: int) -> float:
+    return min(0.1 * float(2 ** min(failures, 7)), 10.0)
+
+
+class RabbitBinding:
+    """A consumer binding on one queue: ``concurrency`` competing consumers."""
+
+    def __init__(
+        self,
+        binder: RabbitBinder,
+        spec: ConsumerSpec,
+        ext: RabbitConsumerProperties,
+        handle: Handle,
+    ) -> None:
+        self.name = spec.binding
+        self._binder = binder
+        self._spec = spec
+        self.ext = ext
+        self.handle = handle
+        props = spec.properties
+        self.partition = (props.instance_index or 0) if props.partitioned else None
+        self.batch_size = ext.batch_size or ext.prefetch
+        self.queue: ConsumerQueue | None = None
+        self._state = BindingState.STOPPED
+        self._resumed = asyncio.Event()
+        self._consumers: list[_Consumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dlq: Publisher | None = None
+        self._tags = itertools.count(1)
+
+    @property
+    def state(self) -> BindingState:
+        return self._state
+
+    @property
+    def queue_name(self) -> str:
+        """The queue this binding consumes from."""
+        assert self.queue is not None, "binding not provisioned"
+        return self.queue.queue
+
+    @property
+    def dlq_name(self) -> str | None:
+        """The dead-letter queue of this binding, if it has one."""
+        q = self.queue
+        if q is None or q.anonymous or not self.ext.auto_bind_dlq:
+            return None
+        ext = self.ext
+        if ext.dead_letter_queue_name:
+            return ext.dead_letter_queue_name
+        base = q.queue if self.partition is None else q.queue.rsplit("-", 1)[0]
+        return f"{base}.dlq"
+
+    async def provision(self) -> None:
+        """Declare exchange, queue, bindings and DLQ (once; anonymous queues per start)."""
+        if self.queue is None:
+            spec = self._spec
+            self.queue = await self._binder.topology.provision_consumer(
+                spec.destination,
+                spec.group,
+                self.ext,
+                spec.properties.partitioned,
+                spec.properties.instance_index or 0,
+            )
+
+    def consumer_tag(self) -> str | None:
+        """Spring's ``<consumer-tag-prefix>#<n>``, or a broker-chosen tag."""
+        prefix = self.ext.consumer_tag_prefix
+        return None if prefix is None else f"{prefix}#{next(self._tags)}"
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the binding is stopped (or stopping)."""
+        return self._state is BindingState.STOPPED
+
+    @property
+    def paused(self) -> bool:
+        """Whether intake is paused."""
+        return self._state is BindingState.PAUSED
+
+    async def wait_resumed(self) -> None:
+        """Until ``resume`` or ``stop``."""
+        await self._resumed.wait()
+
+    async def start(self) -> None:
+        if self._state is not BindingState.STOPPED:
+            return
+        await self.provision()
+        self._state = BindingState.RUNNING
+        self._resumed.set()
+        loop = asyncio.get_running_loop()
+        self._consumers = [_Consumer(self, i) for i in range(self._spec.properties.concurrency)]
+        self._tasks = [
+            loop.create_task(c.run(), name=f"rabbit:{self.name}:{c.index}") for c in self._consumers
+        ]
+        # Return once subscribed, so the binding is live when start() returns; a consumer
+        # that cannot subscribe yet keeps trying on its own.
+        waits = [loop.create_task(c.subscribed.wait()) for c in self._consumers]
+        _, pending = await asyncio.wait(waits, timeout=_RPC_TIMEOUT)
+        for w in pending:
+            w.cancel()
+        if pending:
+            log.warning(
+                "binding %s: not subscribed yet after %.0fs; still trying", self.name, _RPC_TIMEOUT
+            )
+
+    async def pause(self) -> None:
+        if self._state is not BindingState.RUNNING:
+            return
+        self._state = BindingState.PAUSED
+        self._resumed.clear()
+        for consumer in self._consumers:
+            await consumer.unsubscribe()
+            consumer.poke()
+
+    async def resume(self) -> None:
+        if self._state is not BindingState.PAUSED:
+            return
+        self._state = BindingState.RUNNING
+        self._resumed.set()
+        for consumer in self._consumers:
+            consumer.poke()
+
+    async def stop(self) -> None:
+        if self._state is BindingState.STOPPED:
+            return
+        self._state = BindingState.STOPPED
+        self._resumed.set()
+        for consumer in self._consumers:
+            await consumer.unsubscribe()
+        for consumer, task in zip(self._consumers, self._tasks, strict=True):
+            if consumer.busy:
+                consumer.poke()  # finishes and acknowledges its batch, then sees STOPPED
+            else:
+                task.cancel()  # idle: what it buffered goes back when its channel closes
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for consumer in self._consumers:
+            await consumer.close()
+        self._consumers, self._tasks = [], []
+        if self._dlq is not None:
+            await self._dlq.close()
+            self._dlq = None
+        queue = self.queue
+        if queue is not None and queue.anonymous:
+            # An anonymous subscription ends with its binding, as in Spring.
+            await self._binder.topology.delete_queue(queue.queue)
+            self.queue = None
+
+    async def settle(
+        self,
+        chan: Chan,
+        current: Chan | None,
+        batch: list[Message[bytes]],
+        methods: list[Any],
+        props: list[Any],
+        outcomes: Sequence[Outcome],
+    ) -> None:
+        """Dead-letter the failures and acknowledge the batch once."""
+        rejected: list[int] = []
+        if outcomes.count(None) != len(outcomes):
+            rejected = await self._dead_letter(batch, methods, props, outcomes)
+        if chan.closed is not None or chan is not current:
+            log.debug(
+                "binding %s: channel gone before the ack; %d message(s) will be redelivered",
+                self.name,
+                len(methods),
+            )
+            return
+        raw = chan.raw
+        try:
+            if not rejected:
+                raw.basic_ack(methods[-1].delivery_tag, multiple=True)
+                return
+            for tag in rejected:
+                raw.basic_nack(tag, multiple=False, requeue=False)
+            done = {*rejected}
+            top = next(
+                (m.delivery_tag for m in reversed(methods) if m.delivery_tag not in done), None
+            )
+            if top is not None:
+                raw.basic_ack(top, multiple=True)
+        except pika_exc.AMQPError as exc:
+            log.debug("binding %s: ack not sent (%s); redelivery follows", self.name, exc)
+
+    async def _dead_letter(
+        self,
+        batch: list[Message[bytes]],
+        methods: list[Any],
+        props: list[Any],
+        outcomes: Sequence[Outcome],
+    ) -> list[int]:
+        """Republish failures to the DLQ (or pick them for rejection); return the delivery
+        tags to reject."""
+        failed = [i for i, o in enumerate(outcomes) if o is not None]
+        queue = self.queue
+        assert queue is not None
+        last = outcomes[failed[-1]]
+        if queue.anonymous:
+            log.error(
+                "binding %s: %d failed message(s) dropped: an anonymous subscription has no "
+                "dead-letter queue (give the binding a group); last error: %s",
+                self.name,
+                len(failed),
+                last,
+            )
+            return []
+        if queue.dlx is None:
+            if self.ext.auto_bind_dlq:
+                log.warning(
+                    "binding %s: rejecting %d failed message(s); RabbitMQ dead-letters them to "
+                    "the DLQ; last error: %s",
+                    self.name,
+                    len(failed),
+                    last,
+                )
+            else:
+                log.error(
+                    "binding %s: rejecting %d failed message(s) without a dead-letter queue "
+                    "(auto-bind-dlq is false); last error: %s",
+                    self.name,
+                    len(failed),
+                    last,
+                )
+            return [methods[i].delivery_tag for i in failed]
+        mode = 2 if self.ext.republish_delivery_mode == "PERSISTENT" else 1
+        items: list[Item] = []
+        for i in failed:
+            exc = outcomes[i]
+            assert exc is not None
+            method, p = methods[i], props[i]
+            headers = dict(p.headers or {})
+            headers.update(exception_headers(exc))
+            headers[ORIGINAL_EXCHANGE] = method.exchange
+            headers[ORIGINAL_ROUTING_KEY] = method.routing_key
+            # The original properties, bar the TTL (a dead letter must not vanish) and the
+            # user id (RabbitMQ checks it against whoever publishes).
+            dead = BasicProperties(
+                content_type=p.content_type,
+                content_encoding=p.content_encoding,
+                headers=headers,
+                delivery_mode=mode,
+                priority=p.priority,
+                correlation_id=p.correlation_id,
+                reply_to=p.reply_to,
+                message_id=p.message_id,
+                timestamp=p.timestamp,
+                type=p.type,
+                app_id=p.app_id,
+            )
+            items.append((queue.dlq_routing_key, batch[i].payload, dead))
+        if self._dlq is None:
+            self._dlq = Publisher(await self._binder.publisher_connection())
+        failures = await self._dlq.publish(queue.dlx, items, mandatory=True)
+        log.warning(
+            "binding %s: %d failed message(s) republished to the dead-letter exchange '%s' "
+            "(routing key '%s'); last error: %s",
+            self.name,
+            len(failed) - len(failures),
+            queue.dlx,
+            queue.dlq_routing_key,
+            last,
+        )
+        if failures:
+            log.error(
+                "binding %s: %d failed message(s) could not be republished (%s); rejecting them",
+                self.name,
+                len(failures),
+                failures[min(failures)],
+            )
+        return [methods[failed[j]].delivery_tag for j in sorted(failures)]
+
+
+class _Consumer:
+    """One channel, one subscription, one task turning deliveries into batches."""
+
+    def __init__(self, binding: RabbitBinding, index: int) -> None:
+        self.binding = binding
+        self.index = index
+        self.chan: Chan | None = None
+        self.tag: str | None = None
+        self.messages: list[Message[bytes]] = []
+        self.methods: list[Any] = []
+        self.props: list[Any] = []
+        self.busy = False
+        self.subscribed = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
+
+    def _deliver(self, _ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        headers = properties.headers
+        h = dict(headers) if headers else {}
+        ct = properties.content_type
+        if ct is not None and CONTENT_TYPE not in h:
+            h[CONTENT_TYPE] = ct
+        self.messages.append(Message(body, h, None, self.binding.partition))
+        self.methods.append(method)
+        self.props.append(properties)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def poke(self) -> None:
+        """Make the task look at the binding's state again."""
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _sleep(self) -> None:
+        self._wake = asyncio.get_running_loop().create_future()
+        try:
+            await self._wake
+        finally:
+            self._wake = None
+
+    def _forget(self) -> None:
+        """Drop buffered deliveries: their channel is gone and RabbitMQ redelivers them."""
+        self.messages, self.methods, self.props = [], [], []
+        self.tag = None
+
+    def _closed(self, chan: Chan) -> None:
+        if chan is self.chan:
+            self._forget()
+            self.poke()
+
+    async def _open(self) -> Chan:
+        b = self.binding
+        chan = await b._binder.connection.channel()
+        self._forget()
+        self.chan = chan
+        chan.on_close(lambda _lost: self._closed(chan))
+        chan.raw.add_on_cancel_callback(lambda frame: self._cancelled_by_broker(chan, frame))
+        await chan.rpc(chan.raw.basic_qos, prefetch_count=b.ext.prefetch)
+        return chan
+
+    def _cancelled_by_broker(self, chan: Chan, frame: Any) -> None:
+        """RabbitMQ ended the subscription (queue deleted, or a node of a quorum queue
+        went): subscribe again, which either works or says why it cannot."""
+        if chan is self.chan and frame.method.consumer_tag == self.tag:
+            log.warning(
+                "binding %s: RabbitMQ cancelled the subscription to '%s'",
+                self.binding.name,
+                self.binding.queue_name,
+            )
+            self.tag = None
+            self.poke()
+
+    async def _subscribe(self, chan: Chan) -> None:
+        b = self.binding
+        kwargs: dict[str, Any] = {"exclusive": b.ext.exclusive}
+        tag = b.consumer_tag()
+        if tag is not None:
+            kwargs["consumer_tag"] = tag
+        frame = await chan.rpc(
+            chan.raw.basic_consume, b.queue_name, self._deliver, auto_ack=False, **kwargs
+        )
+        self.tag = frame.method.consumer_tag
+        self.subscribed.set()
+
+    async def unsubscribe(self) -> None:
+        """Cancel the subscription (deliveries stop); buffered messages stay unacked."""
+        chan, tag = self.chan, self.tag
+        self.tag = None
+        if chan is None or tag is None or chan.closed is not None:
+            return
+        if tag not in chan.raw.consumer_tags:
+            return  # the broker cancelled it already (its queue was deleted)
+        with contextlib.suppress(ChannelLost, TimeoutError):
+            await asyncio.wait_for(chan.rpc(chan.raw.basic_cancel, tag), _RPC_TIMEOUT)
+
+    def _requeue_buffered(self, chan: Chan) -> None:
+        """Give back what arrived but was not processed (pause), for other consumers."""
+        if self.methods and chan.closed is None:
+            with contextlib.suppress(pika_exc.AMQPError):
+                chan.raw.basic_nack(self.methods[-1].delivery_tag, multiple=True, requeue=True)
+        self.messages, self.methods, self.props = [], [], []
+
+    async def close(self) -> None:
+        """Close the channel: RabbitMQ requeues whatever it still had unacknowledged."""
+        chan, self.chan = self.chan, None
+        if chan is not None:
+            await chan.close()
+        self._forget()
+
+    async def run(self) -> None:
+        b = self.binding
+        failures = 0
+        while b.state is not BindingState.STOPPED:
+            chan = self.chan
+            if chan is None or chan.closed is not None:
+                try:
+                    chan = await self._open()
+                except ChannelLost as exc:
+                    if b.stopped:
+                        return
+                    failures += 1
+                    log.error("binding %s: cannot open a channel: %s", b.name, exc)
+                    await asyncio.sleep(_pause(failures))
+                continue
+            if b.paused:
+                self._requeue_buffered(chan)
+                await b.wait_resumed()
+                continue
+            if self.tag is None:
+                try:
+                    await self._subscribe(chan)
+                except ChannelLost as exc:
+                    if exc.permanent:
+                        failures += 1
+                        log.error(
+                            "binding %s: cannot consume from '%s': %s", b.name, b.queue_name, exc
+                        )
+                        await asyncio.sleep(_pause(failures))
+                continue
+            if not self.messages:
+                await self._sleep()
+                continue
+            n = b.batch_size
+            if len(self.messages) <= n:
+                batch, methods, props = self.messages, self.methods, self.props
+                self.messages, self.methods, self.props = [], [], []
+            else:
+                batch, methods, props = self.messages[:n], self.methods[:n], self.props[:n]
+                del self.messages[:n], self.methods[:n], self.props[:n]
+            self.busy = True
+            try:
+                try:
+                    outcomes = await b.handle(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The core could not finish the batch (an output was not confirmed):
+                    # acknowledge nothing; closing the channel gives back this batch and
+                    # everything buffered behind it, in order.
+                    failures += 1
+                    log.error("binding %s: batch not processed (%s); redelivering", b.name, exc)
+                    self.chan = None
+                    await chan.close()
+                    self._forget()
+                    await asyncio.sleep(_pause(failures))
+                    continue
+                failures = 0
+                await b.settle(chan, self.chan, batch, methods, props, outcomes)
+            finally:
+                self.busy = False

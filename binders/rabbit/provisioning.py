@@ -1,0 +1,384 @@
+"""Exchanges, queues and bindings, named and argued as Spring Cloud Stream's Rabbit binder
+declares them, so a Python service and a Spring service meet on the same broker objects.
+
+::
+
+    producer ──► exchange <destination> (topic, durable)
+                   │ binding-routing-key (# ; partitioned: <destination>-<n>)
+                   ▼
+                 queue <destination>.<group>[-<n>]  (durable; x-dead-letter-exchange=DLX,
+                   │                                 x-dead-letter-routing-key=<queue>)
+                   │ failures: republished (or rejected) to
+                   ▼
+                 exchange DLX (direct) ──<queue>──► queue <destination>.<group>.dlq
+
+Every declaration is remembered, so after a reconnection the whole topology is declared
+again before any consumer subscribes (an anonymous queue does not outlive its connection,
+and a broker may have been reset).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from binder_core.errors import BinderException
+from binders.rabbit.connection import Chan, ChannelLost, Connection
+from binders.rabbit.settings import (
+    RabbitCommonProperties,
+    RabbitConsumerProperties,
+    RabbitProducerProperties,
+)
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_EXCHANGE = "DLX"
+
+
+class ProvisioningError(BinderException):
+    """RabbitMQ refused to declare an exchange, queue or binding."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerQueue:
+    """What a consumer binding consumes from and dead-letters to."""
+
+    exchange: str
+    queue: str
+    anonymous: bool
+    dlx: str | None  # where failures are republished; None: reject instead
+    dlq_routing_key: str  # routing key of republished failures
+
+
+class Topology:
+    """Declares through one admin channel and replays every declaration after recovery."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._chan: Chan | None = None
+        self._declared: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+        connection.on_recover(self.redeclare)
+
+    async def _channel(self, wait: bool) -> Chan:
+        chan = self._chan
+        if chan is None or chan.closed is not None:
+            chan = await (self._connection.channel() if wait else self._connection.open_channel())
+            self._chan = chan
+        return chan
+
+    async def _do(self, op: str, kwargs: dict[str, Any], wait: bool = True) -> None:
+        try:
+            chan = await self._channel(wait)
+            await chan.rpc(getattr(chan.raw, op), **kwargs)
+        except ChannelLost as exc:
+            if exc.permanent:
+                raise ProvisioningError(_explain(op, kwargs, exc)) from exc
+            raise
+
+    async def _declare(self, key: tuple[Any, ...], op: str, kwargs: dict[str, Any]) -> None:
+        while True:
+            try:
+                await self._do(op, kwargs)
+                break
+            except ChannelLost:
+                continue  # connection lost mid-way: declare again once it is back
+        self._declared[key] = (op, kwargs)
+
+    async def exchange(self, name: str, kind: str, durable: bool, auto_delete: bool) -> None:
+        """Declare an exchange."""
+        await self._declare(
+            ("exchange", name),
+            "exchange_declare",
+            {
+                "exchange": name,
+                "exchange_type": kind,
+                "durable": durable,
+                "auto_delete": auto_delete,
+            },
+        )
+
+    async def queue(
+        self,
+        name: str,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """Declare a queue."""
+        await self._declare(
+            ("queue", name),
+            "queue_declare",
+            {
+                "queue": name,
+                "durable": durable,
+                "exclusive": exclusive,
+                "auto_delete": auto_delete,
+                "arguments": arguments or None,
+            },
+        )
+
+    async def bind(
+        self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        """Bind a queue to an exchange."""
+        await self._declare(
+            ("bind", queue, exchange, routing_key),
+            "queue_bind",
+            {
+                "queue": queue,
+                "exchange": exchange,
+                "routing_key": routing_key,
+                "arguments": arguments or None,
+            },
+        )
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and forget it (and its bindings) for recovery."""
+        for key in [k for k in self._declared if k[1] == name and k[0] in ("queue", "bind")]:
+            del self._declared[key]
+        try:
+            await self._do("queue_delete", {"queue": name}, wait=False)
+        except ChannelLost as exc:
+            log.debug("rabbit: queue %s not deleted (%s)", name, exc)
+
+    async def redeclare(self) -> None:
+        """Declare everything again (recovery hook; runs before channels are handed out)."""
+        self._chan = None
+        for op, kwargs in list(self._declared.values()):
+            try:
+                await self._do(op, kwargs, wait=False)
+            except ProvisioningError as exc:
+                log.error("rabbit: after reconnecting, %s", exc)
+
+    async def close(self) -> None:
+        """Close the admin channel."""
+        chan, self._chan = self._chan, None
+        if chan is not None:
+            await chan.close()
+
+    # --- Spring's topology -------------------------------------------------------------
+
+    async def provision_producer(
+        self,
+        destination: str,
+        ext: RabbitProducerProperties,
+        required_groups: list[str],
+        partition_count: int,
+    ) -> str:
+        """Declare the exchange and the required groups' queues; return the exchange name."""
+        exchange = ext.prefix + destination
+        if ext.declare_exchange:
+            await self.exchange(
+                exchange, ext.exchange_type, ext.exchange_durable, ext.exchange_auto_delete
+            )
+        for group in required_groups:
+            base = ext.prefix + group if ext.queue_name_group_only else f"{exchange}.{group}"
+            if partition_count <= 1:
+                await self._dlq(base, base, ext, republish=False)
+                if ext.bind_queue:
+                    await self.queue(base, arguments=queue_arguments(base, ext))
+                    for key in _keys(ext) or ["#"]:
+                        await self._bind(base, exchange, key, ext)
+            else:
+                for index in range(partition_count):
+                    name = f"{base}-{index}"
+                    await self._dlq(base, name, ext, republish=False)
+                    if ext.bind_queue:
+                        await self.queue(name, arguments=queue_arguments(name, ext))
+                        for key in _keys(ext) or [destination]:
+                            await self._bind(name, exchange, f"{key}-{index}", ext)
+        return exchange
+
+    async def provision_consumer(
+        self,
+        destination: str,
+        group: str | None,
+        ext: RabbitConsumerProperties,
+        partitioned: bool,
+        index: int,
+    ) -> ConsumerQueue:
+        """Declare exchange, queue, bindings and dead-lettering for one consumer binding."""
+        anonymous = not group
+        label = anonymous_name(ext.anonymous_group_prefix) if anonymous else str(group)
+        base = label if ext.queue_name_group_only else f"{destination}.{label}"
+        exchange = ext.prefix + destination
+        if ext.declare_exchange:
+            await self.exchange(
+                exchange, ext.exchange_type, ext.exchange_durable, ext.exchange_auto_delete
+            )
+        queue = ext.prefix + base
+        partitioned = partitioned and not anonymous
+        if partitioned:
+            queue += f"-{index}"
+        durable = not anonymous and ext.durable_subscription
+        if ext.bind_queue:
+            args = queue_arguments(queue, ext) if durable else _extra_arguments(ext, dlq=False)
+            if anonymous:
+                # Exclusive (gone with its connection, like Spring's anonymous queue) but not
+                # auto-delete, so pausing the binding (cancelling its consumer) keeps it.
+                await self.queue(queue, durable=False, exclusive=True, arguments=args)
+            elif durable:
+                await self.queue(queue, arguments=args)
+            else:
+                await self.queue(queue, durable=False, auto_delete=True, arguments=args)
+            keys = _keys(ext)
+            if partitioned:
+                for key in keys or [destination]:
+                    await self._bind(queue, exchange, f"{key}-{index}", ext)
+            else:
+                for key in keys or ["#"]:
+                    await self._bind(queue, exchange, key, ext)
+        dlx: str | None = None
+        if durable and ext.auto_bind_dlq:
+            await self._dlq(ext.prefix + base, queue, ext, republish=ext.republish_to_dlq)
+            dlx = dead_letter_exchange(ext)
+        elif not anonymous and ext.dead_letter_exchange is not None:
+            dlx = ext.dead_letter_exchange  # the user's own DLX, declared elsewhere
+        return ConsumerQueue(
+            exchange=exchange,
+            queue=queue,
+            anonymous=anonymous,
+            dlx=dlx if ext.republish_to_dlq else None,
+            dlq_routing_key=ext.dead_letter_routing_key or queue,
+        )
+
+    async def _bind(self, queue: str, exchange: str, key: str, ext: RabbitCommonProperties) -> None:
+        if ext.exchange_type == "fanout":
+            key = ""
+        elif ext.exchange_type == "headers":
+            await self.bind(queue, exchange, "", dict(ext.queue_binding_arguments))
+            return
+        await self.bind(queue, exchange, key, dict(ext.queue_binding_arguments) or None)
+
+    async def _dlq(
+        self, base: str, queue: str, ext: RabbitCommonProperties, republish: bool
+    ) -> None:
+        """Spring's autoBindDlq: DLX, ``<base>.dlq``, bound with the queue's name (and with
+        the base name when republishing, which does not know about partitions)."""
+        if not ext.auto_bind_dlq:
+            return
+        dlq = ext.dead_letter_queue_name or f"{base}.dlq"
+        await self.queue(dlq, arguments=dlq_arguments(ext))
+        dlx = dead_letter_exchange(ext)
+        if ext.declare_dlx:
+            await self.exchange(dlx, ext.dead_letter_exchange_type, True, False)
+        await self.bind(dlq, dlx, ext.dead_letter_routing_key or queue)
+        if republish and base != queue:
+            await self.bind(dlq, dlx, base)
+
+
+def anonymous_name(prefix: str) -> str:
+    """``<prefix><base64url uuid>``, as Spring AMQP's Base64UrlNamingStrategy names them."""
+    raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    return f"{prefix}{raw}"
+
+
+def dead_letter_exchange(ext: RabbitCommonProperties) -> str:
+    """The DLX: ``dead-letter-exchange`` or ``<prefix>DLX``."""
+    return ext.dead_letter_exchange or ext.prefix + DEAD_LETTER_EXCHANGE
+
+
+def queue_arguments(queue: str, ext: RabbitCommonProperties) -> dict[str, Any]:
+    """Arguments of a group queue: dead-lettering (with auto-bind-dlq) plus limits."""
+    args: dict[str, Any] = {}
+    if ext.auto_bind_dlq:
+        args["x-dead-letter-exchange"] = dead_letter_exchange(ext)
+        args["x-dead-letter-routing-key"] = ext.dead_letter_routing_key or queue
+    args.update(_extra_arguments(ext, dlq=False))
+    return args
+
+
+def dlq_arguments(ext: RabbitCommonProperties) -> dict[str, Any]:
+    """Arguments of a DLQ: its own dead-lettering (for delayed redelivery) plus limits."""
+    args: dict[str, Any] = {}
+    if ext.dlq_dead_letter_exchange is not None:
+        args["x-dead-letter-exchange"] = ext.dlq_dead_letter_exchange
+    if ext.dlq_dead_letter_routing_key is not None:
+        args["x-dead-letter-routing-key"] = ext.dlq_dead_letter_routing_key
+    args.update(_extra_arguments(ext, dlq=True))
+    return args
+
+
+def _extra_arguments(ext: RabbitCommonProperties, dlq: bool) -> dict[str, Any]:
+    if dlq:
+        values = (
+            ext.dlq_expires,
+            ext.dlq_max_length,
+            ext.dlq_max_length_bytes,
+            ext.dlq_max_priority,
+            ext.dlq_ttl,
+            ext.dlq_lazy,
+            ext.dlq_overflow_behavior,
+            ext.dlq_quorum,
+            ext.dlq_single_active_consumer,
+        )
+    else:
+        values = (
+            ext.expires,
+            ext.max_length,
+            ext.max_length_bytes,
+            ext.max_priority,
+            ext.ttl,
+            ext.lazy,
+            ext.overflow_behavior,
+            ext.quorum,
+            ext.single_active_consumer,
+        )
+    expires, max_length, max_bytes, priority, ttl, lazy, overflow, quorum, single = values
+    args: dict[str, Any] = {}
+    for key, value in (
+        ("x-expires", expires),
+        ("x-max-length", max_length),
+        ("x-max-length-bytes", max_bytes),
+        ("x-max-priority", priority),
+        ("x-message-ttl", ttl),
+    ):
+        if value is not None:
+            args[key] = value
+    if lazy:
+        args["x-queue-mode"] = "lazy"
+    if overflow:
+        args["x-overflow"] = overflow
+    if quorum.enabled:
+        args["x-queue-type"] = "quorum"
+        if quorum.delivery_limit is not None:
+            args["x-delivery-limit"] = quorum.delivery_limit
+        if quorum.initial_group_size is not None:
+            args["x-quorum-initial-group-size"] = quorum.initial_group_size
+    if single:
+        args["x-single-active-consumer"] = True
+    return args
+
+
+def _keys(ext: RabbitCommonProperties) -> list[str]:
+    key = ext.binding_routing_key
+    if key is None:
+        return []
+    if ext.binding_routing_key_delimiter:
+        return [k for k in key.split(ext.binding_routing_key_delimiter) if k]
+    return [key]
+
+
+def _explain(op: str, kwargs: dict[str, Any], exc: ChannelLost) -> str:
+    what = {
+        "exchange_declare": f"declaring exchange '{kwargs.get('exchange')}'",
+        "queue_declare": f"declaring queue '{kwargs.get('queue')}'",
+        "queue_bind": f"binding queue '{kwargs.get('queue')}' to exchange "
+        f"'{kwargs.get('exchange')}' with key '{kwargs.get('routing_key')}'",
+        "queue_delete": f"deleting queue '{kwargs.get('queue')}'",
+    }.get(op, op)
+    hint = ""
+    if exc.code == 406:
+        hint = (
+            "; it already exists with other settings (type, durability or arguments such as "
+            "dead-lettering): make the binding's properties match it, or delete it"
+        )
+    elif exc.code == 403:
+        hint = "; the user lacks permission on this virtual host"
+    elif exc.code == 405:
+        hint = "; an exclusive queue of that name is held by another connection"
+    return f"{what} failed: {exc}{hint}"
