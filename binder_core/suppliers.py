@@ -114,15 +114,19 @@ class SupplierRunner:
 
     async def _from_generator(self) -> None:
         started = time.monotonic()
-        for count, value in enumerate(self._first.fn(), start=1):
-            await self._emit(value)
-            # A sync generator never yields to the loop by itself: let others run now
-            # and then, and stop promptly when asked.
-            if count % MAX_BATCH == 0 or time.monotonic() - started > _LINGER:
-                await asyncio.sleep(0)
-                started = time.monotonic()
-            if self.stopping:
-                break
+        generator = self._first.fn()
+        try:
+            for count, value in enumerate(generator, start=1):
+                await self._emit(value)
+                # A sync generator never yields to the loop by itself: let others run now
+                # and then, and stop promptly when asked.
+                if count % MAX_BATCH == 0 or time.monotonic() - started > _LINGER:
+                    await asyncio.sleep(0)
+                    started = time.monotonic()
+                if self.stopping:
+                    break
+        finally:
+            generator.close()  # its finally blocks run now, not at garbage collection
 
     async def _from_async_generator(self) -> None:
         agen = self._first.fn()

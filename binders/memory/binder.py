@@ -89,9 +89,19 @@ class MemoryBinding:
             for i in range(self._spec.properties.concurrency)
         ]
 
+    @property
+    def busy(self) -> bool:
+        """Whether this binding holds work: a batch in process, or messages waiting for it."""
+        if self._state is not BindingState.RUNNING:
+            return False
+        return bool(self._processing) or (self._queue is not None and self._queue.size > 0)
+
     async def stop(self) -> None:
         if self._state is BindingState.STOPPED:
             return
+        # Memory cannot keep messages past the process: drain what the app's running
+        # bindings still hold (their outputs included) before stopping.
+        await self._binder.quiesce()
         self._state = BindingState.STOPPED
         for task in self._workers:
             if task not in self._processing:
@@ -219,6 +229,19 @@ class MemoryBinder:
         if spec.properties.auto_startup:
             await binding.start()
         return binding
+
+    async def quiesce(self) -> None:
+        """Wait until no running binding has work left, up to ``drain-timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.environment.drain_timeout / 1000
+        while any(b.busy for b in self._bindings):
+            if loop.time() > deadline:
+                left = sum(b._queue.size for b in self._bindings if b.busy and b._queue)
+                log.warning(
+                    "memory binder %s: stopping with %d messages undelivered", self.name, left
+                )
+                return
+            await asyncio.sleep(0.001)
 
     async def close(self) -> None:
         for binding in self._bindings:

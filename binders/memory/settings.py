@@ -11,11 +11,17 @@ class MemoryEnvironment(Props):
     """``stream.binders.<name>.environment`` (or ``stream.memory.binder``) for type memory."""
 
     buffer_size: int = Field(
-        10_000,
+        1024,
         ge=1,
         description="Messages a group may hold before producers wait (back-pressure).",
     )
     max_batch: int = Field(256, ge=1, description="Most messages handed to the core at once.")
+    drain_timeout: int = Field(
+        30_000,
+        ge=0,
+        description="On stop, ms to wait for running bindings to process what the memory "
+        "binder still holds (it cannot keep messages past the process).",
+    )
 
 
 class MemoryConsumerProperties(Props):

@@ -1,0 +1,168 @@
+"""The ``binder`` command run as a user runs it: a subprocess, exit codes, messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINDER = str(Path(sys.executable).parent / "binder")
+
+
+def binder(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM__")}
+    env.pop("BINDER_PROFILES", None)
+    return subprocess.run(
+        [BINDER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_config(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "application.yaml").write_text(text)
+    return directory
+
+
+@pytest.mark.parametrize("command", ["run", "config", "bindings", "plugins", "send", "tail"])
+def test_every_command_has_help(command: str) -> None:
+    result = binder(command, "--help")
+    assert result.returncode == 0
+    assert "usage: binder " + command in result.stdout
+
+
+def test_uppercase_app_runs_and_exits_cleanly() -> None:
+    result = binder("run", "apps.uppercase", "--config", "config/uppercase", "--run-for", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "uppercase-in-0 -> words" in result.stderr
+    assert "stopped" in result.stderr
+
+
+def test_market_demo_prints_alerts_and_audit_tally() -> None:
+    result = binder(
+        "run", "apps.market", "--run-for", "3",
+        "--set", "market.ticker.seed=7",
+        "--set", "market.ticker.volatility-percent=4",
+        "--set", "stream.poller.fixed-delay=5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ALERT " in result.stdout
+    assert "audit: 25 ticks recorded" in result.stdout
+
+
+def test_config_error_names_file_line_key_and_suggestion(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "cfg",
+        "stream:\n  function:\n    definition: uppercase\n  bindings:\n"
+        "    uppercase-in-0:\n      destnation: words\n",
+    )
+    result = binder("run", "apps.uppercase", "--config", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        f"{config}/application.yaml:6: stream.bindings.uppercase-in-0.destnation: unknown key "
+        "(did you mean 'destination'?)"
+    ) in result.stderr
+
+
+def test_unknown_function_binder_type_and_module(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "cfg",
+        "stream:\n  function:\n    definition: upercase\n  binders:\n    main: {type: rabit}\n",
+    )
+    result = binder("run", "apps.uppercase", "--config", str(config))
+    assert result.returncode == 2
+    assert "unknown binder type 'rabit' (did you mean 'rabbit'?)" in result.stderr
+    assert "installed binder types: kafka, memory, rabbit" in result.stderr
+    config = write_config(tmp_path / "cfg2", "stream:\n  function:\n    definition: upercase\n")
+    result = binder("run", "apps.uppercase", "--config", str(config))
+    assert result.returncode == 2
+    assert (
+        "no function 'upercase'" in result.stderr and "did you mean 'uppercase'?" in result.stderr
+    )
+    result = binder("run", "apps.uppercse", "--config", str(config))
+    assert result.returncode == 2
+    assert "cannot import app module 'apps.uppercse'" in result.stderr
+    assert "did you mean 'apps.uppercase'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_shows_sources_and_masks_secrets(tmp_path: Path) -> None:
+    result = binder(
+        "config", "--profile", "rabbit", "--set", "stream.bindings.notify-in-0.group=ops"
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "stream.binders.rabbit.environment.password" in out
+    assert (
+        "guest" not in out.split("stream.binders.rabbit.environment.password", 1)[1].split("\n")[0]
+    )
+    assert "******" in out
+    line = next(x for x in out.splitlines() if x.startswith("stream.bindings.notify-in-0.group"))
+    assert "ops" in line and "--set stream.bindings.notify-in-0.group" in line
+    line = next(x for x in out.splitlines() if x.startswith("stream.default-binder"))
+    assert "config/application-rabbit.yaml:3" in line
+
+
+def test_bindings_table_for_the_market_app() -> None:
+    result = binder("bindings", "apps.market")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["audit-in-0"][1:5] == ["in", "ticks", "audit", "memory"]
+    assert rows["ticker-out-0"][1:3] == ["out", "ticks"]
+    assert rows["price_alerts-out-0"][2] == "price-alerts"
+
+
+def test_plugins_lists_types_and_converters_with_distribution() -> None:
+    result = binder("plugins")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["memory", "binder"] for line in lines)
+    assert any(line.split()[:2] == ["kafka", "binder"] for line in lines)
+    assert any(line.split()[:2] == ["rabbit", "binder"] for line in lines)
+    assert any(line.startswith("application/json") for line in lines)
+
+
+def test_send_and_tail_explain_why_memory_cannot() -> None:
+    result = binder("send", "words", "hello")
+    assert result.returncode == 2
+    assert "inside the process" in result.stderr and "--binder kafka" in result.stderr
+    result = binder("tail", "words")
+    assert result.returncode == 2
+
+
+def test_sigterm_with_messages_in_flight_loses_none(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "cfg",
+        "stream:\n  function:\n    definition: numbers;slow_double;record\n"
+        "  bindings:\n"
+        "    numbers-out-0: {destination: n, producer: {required-groups: [g]}}\n"
+        "    slow_double-in-0: {destination: n, group: g}\n"
+        "    slow_double-out-0: {destination: d, producer: {required-groups: [r]}}\n"
+        "    record-in-0: {destination: d, group: r}\n",
+    )
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [BINDER, "run", "tests.cli.sample_app", "--config", str(config)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    # Wait until values flow, then stop it while messages are queued and in flight.
+    values = [int(proc.stdout.readline())]
+    while len(values) < 200:
+        values.append(int(proc.stdout.readline()))
+    proc.send_signal(signal.SIGTERM)
+    # Read on from the same buffered stream (communicate() would skip what it buffered).
+    out = proc.stdout.read()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
+    values += [int(x) for x in out.split()]
+    supplied = int(next(x for x in err.splitlines() if x.startswith("supplied")).split()[1])
+    assert supplied > len(values) - len(out.split())  # the signal came with work queued
+    assert values == [2 * i for i in range(supplied)], f"processed {len(values)} of {supplied}"
+    assert "undelivered" not in err
