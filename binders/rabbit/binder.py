@@ -165,6 +165,20 @@ def router(
     return computed
 
 
+def _quiet_pika() -> None:
+    """pika reports every socket event at INFO, and each failed connection attempt (which
+    our reconnect loop reports once, with its cause) as several ERROR lines. Keep it to
+    warnings, and its connection workflow silent, unless the app set those levels itself."""
+    for name, level in (
+        ("pika", logging.WARNING),
+        ("pika.adapters.utils.connection_workflow", logging.CRITICAL),
+        ("pika.adapters.utils.io_services_utils", logging.CRITICAL),
+    ):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(level)
+
+
 class RabbitBinder:
     """Destinations are exchanges; groups are durable queues; failures go to DLQs."""
 
@@ -185,11 +199,7 @@ class RabbitBinder:
     )
 
     def __init__(self, name: str, environment: RabbitEnvironment | None = None) -> None:
-        # pika reports every socket event at INFO; keep it to warnings unless the app
-        # configured its logger itself.
-        pika_log = logging.getLogger("pika")
-        if pika_log.level == logging.NOTSET:
-            pika_log.setLevel(logging.WARNING)
+        _quiet_pika()
         self.name = name
         self.environment = environment or RabbitEnvironment()
         self.connection = Connection(self.environment, name, "consumer")

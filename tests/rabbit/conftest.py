@@ -209,29 +209,67 @@ async def new_binder(
         await b.close()
 
 
-def binder_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``binder <args>`` from the repository root (where apps/ and config/ are)."""
-    environ = dict(os.environ)
-    environ.update(env or {})
-    environ.setdefault("BINDER_LOG_LEVEL", "INFO")
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("binder")), *args],
-        cwd=REPO,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+class AppProcess:
+    """``binder <args>`` run from the repository root (where apps/ and config/ are), its
+    output going to a file so a chatty app can never block on a full pipe."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        environ = dict(os.environ)
+        environ.setdefault("BINDER_LOG_LEVEL", "INFO")
+        self.log = log
+        self._out = log.open("w")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("binder")), *args],
+            cwd=REPO,
+            env=environ,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as a crash."""
+        self.proc.kill()
+        self.proc.wait()
+        self._out.close()
+
+    async def wait(self, timeout: float = DEADLINE) -> int:
+        """Wait for the command to finish by itself; its exit code."""
+        return await self.stop(timeout, terminate=False)
+
+    async def stop(self, timeout: float = DEADLINE, terminate: bool = True) -> int:
+        """SIGTERM and wait for the exit code."""
+        if terminate and self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            code = await asyncio.to_thread(self.proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"app did not stop within {timeout}s:\n{self.output}") from None
+        finally:
+            self._out.close()
+        return code
 
 
-def stop_process(proc: subprocess.Popen[str], timeout: float = DEADLINE) -> tuple[int, str]:
-    """SIGTERM, wait, and return (exit code, output)."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"process did not stop within {timeout}s:\n{out}") from None
-    return proc.returncode, out
+@pytest.fixture
+def apps(tmp_path: Path) -> Iterator[Callable[..., AppProcess]]:
+    """Start ``binder`` commands; any still running after the test is killed."""
+    started: list[AppProcess] = []
+
+    def start(*args: str) -> AppProcess:
+        proc = AppProcess(tmp_path / f"app-{len(started)}.log", *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.running():
+            proc.kill()
