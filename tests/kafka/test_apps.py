@@ -110,13 +110,15 @@ stream:
 
 
 def _start(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [BINDER, "run", "tests.kafka.slow_upper", "--config", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    """``binder run`` of the slow app; its log goes to ``run.log`` next to its config."""
+    with (config / "run.log").open("ab") as log:
+        return subprocess.Popen(
+            [BINDER, "run", "tests.kafka.slow_upper", "--config", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 async def _wait_exit(process: subprocess.Popen[bytes], seconds: float) -> int:
@@ -155,7 +157,9 @@ async def test_consumer_killed_mid_batch_loses_nothing(kit: Kit, tmp_path: Path)
             lambda: _at_least(kit, sink, total), timeout=60, what="every word processed"
         )
         second.send_signal(signal.SIGTERM)
-        assert await _wait_exit(second, 30) == 0  # graceful: finishes, commits, leaves
+        assert await _wait_exit(second, 30) == 0, (tmp_path / "run.log").read_text()[
+            -3000:
+        ]  # graceful: finishes, commits, leaves
     finally:
         if second.poll() is None:
             second.kill()
