@@ -110,7 +110,10 @@ class App:
 
     async def _bind_output(self, plan: BindingPlan) -> Output:
         binder = await self._binder(plan.binder)
-        spec = ProducerSpec(plan.name, plan.destination, plan.properties.producer, plan.extension)
+        # The binder gets its own producer model (stream.<type>.bindings.<name>.producer),
+        # not the section holding both consumer and producer, as the SPI documents.
+        ext = getattr(plan.extension, "producer", None)
+        spec = ProducerSpec(plan.name, plan.destination, plan.properties.producer, ext)
         try:
             producer = await binder.producer(spec)
         except Exception as exc:
@@ -160,7 +163,8 @@ class App:
             batch=consumer.batch_mode,
         )
         self._invokers.append(invoker)
-        spec = ConsumerSpec(plan.name, plan.destination, plan.group, consumer, plan.extension)
+        ext = getattr(plan.extension, "consumer", None)
+        spec = ConsumerSpec(plan.name, plan.destination, plan.group, consumer, ext)
         try:
             self.bindings[plan.name] = await binder.consumer(spec, invoker.handle)
         except Exception as exc:
