@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import uuid
 from collections.abc import Sequence
 
@@ -23,6 +24,9 @@ from binders.memory.broker import Broker, Destination, GroupQueue
 from binders.memory.settings import MemoryConsumerProperties, MemoryEnvironment
 
 log = logging.getLogger(__name__)
+
+#: The group of a dead-letter destination that keeps dead letters until they are read.
+DLQ_GROUP = "dlq"
 
 
 class MemoryProducer:
@@ -76,6 +80,12 @@ class MemoryBinding:
         if self._queue is None:
             name = self._group_name or f"anonymous.{uuid.uuid4().hex[:12]}"
             self._queue = self._dest.group(name)
+        if self._ext.enable_dlq:
+            # Dead letters are kept (in group DLQ_GROUP of the dead-letter destination) until
+            # something reads them; unbounded, so a full dead-letter queue never stalls the
+            # binding that feeds it.
+            keeper = self._binder.broker.destination(self.dlq_name).group(DLQ_GROUP)
+            keeper.capacity = sys.maxsize
 
     async def start(self) -> None:
         if self._state is not BindingState.STOPPED:
@@ -166,6 +176,9 @@ class MemoryBinding:
                 finally:
                     queue.done(partition)
                     self._processing.discard(task)
+                # Let the other members of the group have a turn: a handler that never
+                # awaits would otherwise take every batch while they wait.
+                await asyncio.sleep(0)
 
     async def _dead_letter(
         self, batch: Sequence[Message[bytes]], outcomes: Sequence[Exception | None]
