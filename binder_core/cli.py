@@ -140,11 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``binder`` console script."""
     args = build_parser().parse_args(argv)
+    level = str(args.log_level).upper()
     logging.basicConfig(
-        level=str(args.log_level).upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
+    if level != "DEBUG":
+        # Broker clients narrate every rebalance and connection at INFO; our binders log
+        # what a user needs to know about them.
+        for noisy in ("aiokafka", "kafka", "pika", "redis"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code = COMMANDS[args.command](args)
     except ConfigError as exc:
