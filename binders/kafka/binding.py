@@ -294,7 +294,6 @@ class _Worker:
         self.txn_producer: Any = None
         self.epoch = 0  # bumped when partitions are revoked: older batches are not committed
         self.pending: dict[Any, int] = {}  # offsets processed, not yet committed
-        self._committing: asyncio.Task[None] | None = None  # the commit running behind
         self.failures = 0
         self._reset_done: set[Any] = set()
         self._in_loop = False
@@ -420,7 +419,6 @@ class _Worker:
     async def _close(self) -> None:
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
-            await _bounded(self._settle(), 5)
             if self.pending:
                 await _bounded(self._flush(consumer), 5)
             await _bounded(consumer.stop(), 10)  # leaves the group
@@ -434,8 +432,12 @@ class _Worker:
         from aiokafka.errors import ConsumerStoppedError, KafkaError
 
         consumer = self.consumer
-        if self.pending and (self._committing is None or self._committing.done()):
-            self._commit_behind(consumer)  # what an earlier commit could not
+        if self.pending:
+            self.idle.clear()
+            try:
+                await self._flush(consumer)
+            finally:
+                self.idle.set()
         try:
             data = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
         except ConsumerStoppedError:
@@ -490,9 +492,8 @@ class _Worker:
         if b.transactional:
             return 0.0
         if self._commit and epoch == self.epoch:
-            await self._settle()
             self.pending.update(ends)
-            self._commit_behind(consumer)
+            await self._flush(consumer)
         return 0.0
 
     def _rewind(self, consumer: Any, data: dict[Any, list[Any]]) -> None:
@@ -502,26 +503,6 @@ class _Worker:
         for tp, batch in data.items():
             with contextlib.suppress(IllegalStateError, AssertionError):
                 consumer.seek(tp, batch[0].offset)
-
-    def _commit_behind(self, consumer: Any) -> None:
-        """Commit ``pending`` while the next batch is polled and processed: the batch is
-        finished and confirmed, so only the round trip is saved. One commit runs at a time,
-        in order; a rebalance or a stop waits for it (``_settle``)."""
-        self._committing = asyncio.get_running_loop().create_task(
-            self._flush_behind(consumer), name=f"kafka-commit:{self.label}"
-        )
-
-    async def _flush_behind(self, consumer: Any) -> None:
-        try:
-            await self._flush(consumer)
-        except Exception as exc:  # kept pending; the next poll tries again
-            log.warning("binding %s: commit failed (%s); will retry", self.label, describe(exc))
-
-    async def _settle(self) -> None:
-        """Wait for the commit running behind, if any."""
-        task = self._committing
-        if task is not None and not task.done():
-            await asyncio.shield(task)
 
     async def _flush(self, consumer: Any) -> None:
         """Commit what was processed. A commit refused after a rebalance is dropped (the
@@ -543,7 +524,7 @@ class _Worker:
             )
             self.pending.clear()
             return
-        except KafkaError as exc:
+        except (KafkaError, OSError, AssertionError) as exc:
             log.warning("binding %s: commit failed (%s); will retry", self.label, describe(exc))
             return
         for tp, offset in offsets.items():
@@ -564,7 +545,6 @@ class _Worker:
                     self.label,
                     self._revoke_wait,
                 )
-        await _bounded(self._settle(), self._revoke_wait)
         self.epoch += 1
         if self.pending:
             await _bounded(self._flush(consumer), self._revoke_wait)
