@@ -166,3 +166,16 @@ def test_sigterm_with_messages_in_flight_loses_none(tmp_path: Path) -> None:
     assert supplied > len(values) - len(out.split())  # the signal came with work queued
     assert values == [2 * i for i in range(supplied)], f"processed {len(values)} of {supplied}"
     assert "undelivered" not in err
+
+
+def test_unreachable_broker_fails_start_up_with_exit_1_in_bounded_time() -> None:
+    result = binder(
+        "run", "apps.uppercase", "--config", "config/uppercase", "--profile", "kafka",
+        "--set", "stream.binders.kafka.environment.bootstrap-servers=127.0.0.1:1",
+        "--set", "stream.binders.kafka.environment.health-timeout=1",
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "binder 'kafka' (kafka) could not start" in result.stderr
+    assert "127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
