@@ -225,33 +225,44 @@ def _flatten(value: Any, prefix: str, out: list[tuple[str, Any]]) -> None:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """``binder config``: every effective key with its value and source."""
+    import json
+
+    from binder_core.properties import canonical
     from binder_core.secrets import mask
 
     registry = _registry()
     config = _load(args, registry)
     layered = config.layered
-    tree: dict[str, Any] = {"stream": config.stream.model_dump(by_alias=True, mode="json")}
+    raw_stream = next((v for k, v in layered.tree.items() if canonical(k) == "stream"), None)
+    configured = {canonical(k) for k in raw_stream} if isinstance(raw_stream, dict) else set()
+    stream: dict[str, Any] = config.stream.model_dump(by_alias=True, mode="json")
+    for name in list(stream["binders"]):
+        # Every installed type is usable as a binder of its name; list only those in use.
+        if layered.exact_source(["stream", "binders", name]) is None and (
+            name != config.default_binder
+        ):
+            del stream["binders"][name]
+        elif name in config.environments:
+            env = config.environments[name].model_dump(by_alias=True, mode="json")
+            stream["binders"][name]["environment"] = env
     for type_name, section in config.sections.items():
-        if any(layered.source_of(["stream", type_name]) != "default" for _ in [0]):
-            tree["stream"][type_name] = {
+        if canonical(type_name) in configured:
+            stream[type_name] = {
                 "binder": section.binder.model_dump(by_alias=True, mode="json"),
                 "bindings": {
                     k: v.model_dump(by_alias=True, mode="json") for k, v in section.bindings.items()
                 },
             }
-    for name, env in config.environments.items():
-        tree["stream"]["binders"][name]["environment"] = env.model_dump(by_alias=True, mode="json")
-    for key, value in layered.tree.items():
-        if key != "stream":
-            tree[key] = value
+    tree = {"stream": stream, **{k: v for k, v in layered.tree.items() if k != "stream"}}
     rows: list[tuple[str, Any]] = []
     _flatten(mask(tree), "", rows)
     print(f"# profiles: {', '.join(layered.profiles) or '(none)'}")
     print(f"# files: {', '.join(str(f) for f in layered.files) or '(none)'}")
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
-        shown = "{}" if value == {} else "[]" if value == [] else value
-        print(f"{key.ljust(width)} = {shown!s:<24} # {layered.source_of(key.split('.'))}")
+        shown = value if isinstance(value, str) else json.dumps(value)
+        source = layered.exact_source(key.split(".")) or "default"
+        print(f"{key.ljust(width)} = {shown:<24} # {source}")
     return EXIT_OK
 
 

@@ -46,6 +46,10 @@ class Layered:
             key = key[:-1]
         return "default"
 
+    def exact_source(self, path: Sequence[str]) -> str | None:
+        """Where the value at exactly ``path`` came from; None when no source set it."""
+        return self.sources.get(tuple(canonical(str(p)) for p in path))
+
     def merge(self, data: Mapping[str, Any], sources: Mapping[Path_, str], label: str) -> None:
         """Lay ``data`` over the tree; ``sources`` gives finer labels (file:line) per path."""
         _merge(self.tree, data, (), self.sources, sources, label)
