@@ -26,6 +26,9 @@ from binders.kafka.settings import (
 
 log = logging.getLogger(__name__)
 
+#: Seconds between the binder's broker probes (one metadata request each).
+HEALTH_PROBE_INTERVAL = 3.0
+
 
 class _Shared:
     """A producer client and how many bindings hold it."""
@@ -61,11 +64,52 @@ class KafkaBinder:
         self._producers: dict[Any, _Shared] = {}
         self._producer_lock = asyncio.Lock()
         self._bindings: list[KafkaBinding] = []
+        self._watch: asyncio.Task[None] | None = None
+        #: False while the brokers do not answer (the clients keep retrying meanwhile).
+        self.healthy = False
 
     async def start(self) -> None:
         """Reach the brokers (retrying for up to ``health-timeout``)."""
         throttle_client_logs()
         await self.provisioner.connect()
+        self.healthy = True
+        self._watch = asyncio.get_running_loop().create_task(
+            self._watch_brokers(), name=f"kafka-health:{self.name}"
+        )
+
+    async def _watch_brokers(self) -> None:
+        """Say clearly when the brokers go away and when they are back. aiokafka's clients
+        reconnect on their own; its logs say so only in fragments, once per client."""
+        loop = asyncio.get_running_loop()
+        servers = ",".join(self.environment.servers())
+        lost_at: float | None = None
+        while True:
+            await asyncio.sleep(HEALTH_PROBE_INTERVAL)
+            try:
+                await asyncio.wait_for(
+                    self.provisioner.probe(), min(self.environment.health_timeout, 10.0)
+                )
+            except Exception as exc:
+                if lost_at is None:
+                    lost_at = loop.time()
+                    self.healthy = False
+                    log.warning(
+                        "kafka binder '%s': lost the brokers at %s (%s); consumers and "
+                        "producers keep retrying and resume on their own",
+                        self.name,
+                        servers,
+                        describe(exc),
+                    )
+                continue
+            if lost_at is not None:
+                log.warning(
+                    "kafka binder '%s': brokers at %s reachable again after %.0f s",
+                    self.name,
+                    servers,
+                    loop.time() - lost_at,
+                )
+                lost_at = None
+                self.healthy = True
 
     # -- producers -------------------------------------------------------------------------
 
@@ -77,6 +121,7 @@ class KafkaBinder:
         self, ext: KafkaProducerProperties, config: dict[str, Any]
     ) -> dict[str, Any]:
         base: dict[str, Any] = {
+            "client_id": f"binder-{self.name}-producer",
             "acks": self._acks(),
             "max_batch_size": ext.buffer_size,
             "linger_ms": ext.batch_timeout,
@@ -204,6 +249,11 @@ class KafkaBinder:
 
     async def close(self) -> None:
         """Stop every binding, flush and close producers, disconnect."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         for binding in self._bindings:
             try:
                 await binding.stop()

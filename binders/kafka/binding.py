@@ -47,6 +47,19 @@ log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 10.0
 _CLEANUP = 20.0  # seconds closing a consumer may take (commit, leave group)
+#: Broker answers no retry will change (credentials, permissions, rejected settings).
+_FATAL_NAMES = frozenset(
+    {
+        "AuthenticationFailedError",
+        "SaslAuthenticationFailed",
+        "UnsupportedSaslMechanismError",
+        "GroupAuthorizationFailedError",
+        "TopicAuthorizationFailedError",
+        "ClusterAuthorizationFailedError",
+        "InvalidSessionTimeoutError",
+        "InvalidGroupIdError",
+    }
+)
 
 
 def to_message(record: Any) -> Message[bytes]:
@@ -134,13 +147,15 @@ class KafkaBinding:
         """aiokafka consumer settings of this binding."""
         env = self.binder.environment
         start = self.ext.start_offset or ("latest" if self.anonymous else "earliest")
-        base: dict[str, Any] = {"auto_offset_reset": start}
+        base: dict[str, Any] = {
+            "auto_offset_reset": start,
+            "client_id": f"binder-{self.binder.name}-{self.name}",
+        }
         if self.transactional:
             base["isolation_level"] = "read_committed"
         kwargs = self.binder.clients.kwargs("consumer", base, self._client_config)
         kwargs["group_id"] = self.group
         kwargs["enable_auto_commit"] = False
-        kwargs.setdefault("client_id", f"binder-{self.binder.name}-{self.name}")
         # Idle partitions are fine; an idle consumer must not leave the group meanwhile.
         kwargs.setdefault("max_poll_interval_ms", max(300000, int(env.shutdown_timeout) * 2))
         return kwargs
@@ -162,6 +177,12 @@ class KafkaBinding:
             await asyncio.wait_for(
                 asyncio.gather(*(w.ready.wait() for w in self._workers)), timeout
             )
+            failed = next((w.error for w in self._workers if w.error is not None), None)
+            if failed is not None:
+                await self.stop()
+                raise BinderException(
+                    f"binding {self.name}: cannot create its Kafka consumer: {describe(failed)}"
+                )
         except TimeoutError:
             message = (
                 f"binding {self.name}: consumers of {self.topic} (group {self.group}) got no "
@@ -295,6 +316,7 @@ class _Worker:
         self.epoch = 0  # bumped when partitions are revoked: older batches are not committed
         self.pending: dict[Any, int] = {}  # offsets processed, not yet committed
         self.failures = 0
+        self.error: BaseException | None = None  # why the consumer could not be created
         self._reset_done: set[Any] = set()
         self._in_loop = False
         self._task: asyncio.Task[None] | None = None
@@ -384,7 +406,11 @@ class _Worker:
         b = self.binding
         delay = 0.2
         while not self.stopping:
-            consumer = AIOKafkaConsumer(**b.consumer_kwargs())
+            try:
+                consumer = AIOKafkaConsumer(**b.consumer_kwargs())
+            except Exception as exc:  # a setting aiokafka rejects: no retry will help
+                self.error = exc
+                raise
             if self.partitions is None:
                 consumer.subscribe([b.topic], listener=_listener(self, consumer))
             elif self.partitions:
@@ -394,13 +420,23 @@ class _Worker:
                 self.ready.set()
                 return False
             try:
-                await consumer.start()
+                try:
+                    await consumer.start()
+                except (KafkaError, OSError):
+                    raise
+                except Exception as exc:  # rejected settings: retrying will not help
+                    await _bounded(consumer.stop(), 5)
+                    self.error = exc
+                    raise
                 if self.partitions:
                     await self.assigned(consumer, set(consumer.assignment()))
                 if b.transactional:
                     await self._transactional_producer()
             except (KafkaError, OSError) as exc:
                 await _bounded(consumer.stop(), 5)
+                if type(exc).__name__ in _FATAL_NAMES:
+                    self.error = exc
+                    raise
                 log.warning(
                     "binding %s: cannot start its consumer (%s); retrying in %.1f s",
                     self.label,
@@ -421,7 +457,7 @@ class _Worker:
         if consumer is not None:
             if self.pending:
                 await _bounded(self._flush(consumer), 5)
-            await _bounded(consumer.stop(), 10)  # leaves the group
+            await _bounded(consumer.stop(), 5)  # leaves the group
         producer, self.txn_producer = self.txn_producer, None
         if producer is not None:
             await _bounded(producer.stop(), 10)
@@ -446,6 +482,14 @@ class _Worker:
         except KafkaError as exc:
             self.failures += 1
             log.warning("binding %s: poll failed: %s", self.label, describe(exc))
+            return self._backoff()
+        except Exception as exc:
+            # Not a broker condition aiokafka retries itself: start over with a new consumer
+            # (from the committed offsets) rather than leave the binding silently dead.
+            self.failures += 1
+            log.error("binding %s: consumer failed (%s); reopening it", self.label, describe(exc))
+            self.consumer = None
+            await _bounded(consumer.stop(), 5)
             return self._backoff()
         if not data:
             return 0.0
@@ -599,9 +643,9 @@ class _Worker:
         todo = list(range(len(records)))
         dead: dict[int, Exception] = {}
         while True:
-            await producer.begin_transaction()
             token = CURRENT.set(Transaction(b.binder, producer))
             try:
+                await producer.begin_transaction()
                 outcomes: Sequence[Outcome] = (
                     await b.handle([messages[i] for i in todo]) if todo else []
                 )

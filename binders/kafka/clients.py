@@ -24,7 +24,6 @@ ROLES = ("admin", "consumer", "producer")
 #: Java client names whose aiokafka argument is spelled differently.
 _RENAMES = {
     "batch_size": "max_batch_size",
-    "sasl_kerberos_service_name": "sasl_kerberos_service_name",
     "ssl_endpoint_identification_algorithm": "ssl_check_hostname",
 }
 
@@ -85,6 +84,25 @@ def _coerce(value: Any, param: inspect.Parameter) -> Any:
     return value
 
 
+def _type_problem(name: str, value: Any, roles: tuple[str, ...]) -> str | None:
+    """Why ``value`` does not fit the aiokafka argument ``name``, or None."""
+    for role in roles:
+        param = _parameters(role).get(name)
+        if param is None or param.default is inspect.Parameter.empty or value is None:
+            continue
+        default = param.default
+        coerced = _coerce(value, param)
+        if isinstance(default, bool):
+            if not isinstance(coerced, bool):
+                return f"expected true or false, got {value!r}"
+        elif isinstance(default, int) and default is not None:
+            if not isinstance(coerced, int) or isinstance(coerced, bool):
+                return f"expected a whole number, got {value!r}"
+        elif isinstance(default, float) and not isinstance(coerced, int | float):
+            return f"expected a number, got {value!r}"
+    return None
+
+
 class ClientConfig:
     """The validated client settings of one binder: what each kind of client gets."""
 
@@ -126,7 +144,11 @@ class ClientConfig:
                     )
                 )
             else:
-                out[name] = value
+                bad = _type_problem(name, value, roles)
+                if bad:
+                    problems.append(Problem(path, bad, source))
+                else:
+                    out[name] = value
         return out
 
     def check_binding(self, raw: Mapping[str, Any], role: str, binding: str) -> dict[str, Any]:

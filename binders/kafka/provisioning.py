@@ -82,6 +82,12 @@ class Provisioner:
             log.info("kafka binder '%s': connected to %s", self.binder, servers)
             return
 
+    async def probe(self) -> None:
+        """One metadata round trip; raises when no broker answers."""
+        if self._admin is None:
+            raise ProvisioningError(f"kafka binder '{self.binder}' is not connected")
+        await self._admin.describe_cluster()
+
     async def close(self) -> None:
         """Drop the admin connection."""
         admin, self._admin = self._admin, None

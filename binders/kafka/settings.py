@@ -61,7 +61,10 @@ class KafkaProducerProperties(Props):
     )
     topic: KafkaTopicProperties = Field(default_factory=KafkaTopicProperties)
     close_timeout: int = Field(
-        30, ge=0, description="Seconds closing waits for unsent records to be confirmed."
+        10,
+        ge=0,
+        description="Seconds closing waits for records still unconfirmed (their senders "
+        "were never told they were delivered, so nothing confirmed is lost by giving up).",
     )
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import types
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +26,7 @@ from binder_core.runtime import App
 
 DEADLINE = 30.0
 ROOT = Path(__file__).resolve().parents[2]
+BINDER = str(Path(sys.executable).with_name("binder"))
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -252,3 +256,25 @@ async def eventually(check: Callable[[], Any], timeout: float = DEADLINE, what: 
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or check}")
         await asyncio.sleep(0.02)
+
+
+def start_binder(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    """``binder <args>`` in the repository, its log appended to ``log``."""
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [BINDER, *args],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+async def wait_exit(process: subprocess.Popen[bytes], seconds: float) -> int:
+    """The process's exit code; fails if it is still running after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while process.poll() is None:
+        assert loop.time() < deadline, f"process {process.pid} did not exit within {seconds} s"
+        await asyncio.sleep(0.05)
+    return process.returncode

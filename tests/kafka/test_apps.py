@@ -13,13 +13,27 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from binder_core import app_config
-from tests.kafka.conftest import ROOT, Kit, eventually, running_app
+from tests.kafka.conftest import (
+    BINDER,
+    ROOT,
+    Kit,
+    binder_tree,
+    eventually,
+    running_app,
+    start_binder,
+    wait_exit,
+)
 
 pytestmark = pytest.mark.kafka
 
-BINDER = str(Path(sys.executable).with_name("binder"))
+
+class Order(BaseModel):
+    """An input of the batch-mode test."""
+
+    id: int
 
 
 def _sets(**keys: str) -> list[str]:
@@ -111,23 +125,9 @@ stream:
 
 def _start(config: Path) -> subprocess.Popen[bytes]:
     """``binder run`` of the slow app; its log goes to ``run.log`` next to its config."""
-    with (config / "run.log").open("ab") as log:
-        return subprocess.Popen(
-            [BINDER, "run", "tests.kafka.slow_upper", "--config", str(config)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-async def _wait_exit(process: subprocess.Popen[bytes], seconds: float) -> int:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while process.poll() is None:
-        assert loop.time() < deadline, "the process did not exit in time"
-        await asyncio.sleep(0.05)
-    return process.returncode
+    return start_binder(
+        ["run", "tests.kafka.slow_upper", "--config", str(config)], config / "run.log"
+    )
 
 
 async def test_consumer_killed_mid_batch_loses_nothing(kit: Kit, tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ async def test_consumer_killed_mid_batch_loses_nothing(kit: Kit, tmp_path: Path)
         # batch is being processed: kill the process in the middle of it.
         await eventually(lambda: kit.count(sink), what="the first batch's outputs")
         first.send_signal(signal.SIGKILL)
-        assert await _wait_exit(first, 10) == -signal.SIGKILL
+        assert await wait_exit(first, 10) == -signal.SIGKILL
     finally:
         if first.poll() is None:
             first.kill()
@@ -157,7 +157,7 @@ async def test_consumer_killed_mid_batch_loses_nothing(kit: Kit, tmp_path: Path)
             lambda: _at_least(kit, sink, total), timeout=60, what="every word processed"
         )
         second.send_signal(signal.SIGTERM)
-        assert await _wait_exit(second, 30) == 0, (tmp_path / "run.log").read_text()[
+        assert await wait_exit(second, 30) == 0, (tmp_path / "run.log").read_text()[
             -3000:
         ]  # graceful: finishes, commits, leaves
     finally:
@@ -230,3 +230,50 @@ async def _has_group_for(kit: Kit, topic: str) -> bool:
         if any(tp.topic == topic for tp in offsets):
             return True
     return False
+
+
+async def test_yaml_binding_properties_reach_the_binder(kit: Kit) -> None:
+    """stream.kafka.bindings.<name>.consumer|producer: a custom dlq-name, batches bounded
+    by max-poll-records for a batch-mode function, compressed output."""
+    source, out, dlq = kit.name("orders"), kit.name("totals"), kit.name("bad-orders")
+    batches: list[int] = []
+
+    def total(orders: list[Order]) -> list[int]:
+        batches.append(len(orders))
+        return [sum(o.id for o in orders)]
+
+    def check(order: Order) -> None:
+        return None
+
+    stream = {
+        **binder_tree(kit.bootstrap),
+        "function": {"definition": "total;check"},
+        "bindings": {
+            "total-in-0": {
+                "destination": source,
+                "group": kit.name("totals"),
+                "consumer": {"batch-mode": True},
+            },
+            "total-out-0": {"destination": out},
+            "check-in-0": {
+                "destination": source,
+                "group": kit.name("checks"),
+                "consumer": {"max-attempts": 1},
+            },
+        },
+        "kafka": {
+            "bindings": {
+                "total-in-0": {"consumer": {"max-poll-records": 10}},
+                "total-out-0": {"producer": {"compression-type": "gzip", "linger-ms": 5}},
+                "check-in-0": {"consumer": {"dlq-name": dlq}},
+            }
+        },
+    }
+    await kit.create(source)
+    await kit.produce(source, [f'{{"id": {i}}}'.encode() for i in range(30)] + [b"not json"])
+    async with running_app({"total": total, "check": check}, stream):
+        [dead] = await kit.read(dlq, 1)
+        await eventually(lambda: sum(batches) >= 30, what="all orders in batches")
+    assert dead.value == b"not json"
+    assert dict(dead.headers)["kafka_dlt-exception-fqcn"] == b"binder_core.errors.ConversionError"
+    assert max(batches) <= 10

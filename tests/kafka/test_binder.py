@@ -450,3 +450,17 @@ async def test_message_counts_are_exact_across_many_batches(binder: KafkaBinder,
     await eventually(lambda: len(got.messages) >= 2000, what="2000 messages")
     counts = Counter(got.payloads)
     assert len(counts) == 2000 and max(counts.values()) == 1
+
+
+async def test_reset_offsets_replays_from_the_start_offset(binder: KafkaBinder, kit: Kit) -> None:
+    topic, group = kit.name("reset"), kit.name("g")
+    first = Collector()
+    binding = await binder.consumer(consumer_spec(topic, group, "first"), first)
+    await kit.produce(topic, [b"a", b"b", b"c"])
+    await eventually(lambda: len(first.messages) == 3, what="first pass")
+    await binding.stop()
+    again = Collector()
+    ext = KafkaConsumerProperties(reset_offsets=True, start_offset="earliest")
+    await binder.consumer(consumer_spec(topic, group, "again", ext=ext), again)
+    await eventually(lambda: len(again.messages) == 3, what="the replay")
+    assert again.payloads == [b"a", b"b", b"c"]

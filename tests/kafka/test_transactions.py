@@ -139,3 +139,22 @@ async def test_without_a_transaction_other_producers_are_plain(
     await producer.send([Message(b"hello")])
     [record] = await kit.read(out, 1, committed_only=True)
     assert record.value == b"hello"
+
+
+async def test_concurrent_consumers_each_commit_their_own_transactions(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    source, out, group = kit.name("src"), kit.name("out"), kit.name("g")
+    await kit.create(source, 2)
+    producer = await binder.producer(ProducerSpec("out", out))
+
+    async def handle(batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
+        await producer.send([Message(m.payload.upper(), key=m.key) for m in batch])
+        return [None] * len(batch)
+
+    props = ConsumerProperties(concurrency=2)
+    await binder.consumer(ConsumerSpec("in", source, group, props), handle)
+    words = [f"w{i}".encode() for i in range(200)]
+    await kit.produce(source, words, keys=[str(i % 7).encode() for i in range(200)])
+    visible = await kit.read(out, 200, committed_only=True)
+    assert sorted(r.value for r in visible) == sorted(w.upper() for w in words)
