@@ -78,7 +78,7 @@ class RabbitProducer:
         ``content_type`` property (where Spring puts it), the rest the header table."""
         if len(headers) == 1:
             ct = headers.get(CONTENT_TYPE)
-            if ct is not None:
+            if isinstance(ct, str):
                 cached = self._cache.get(ct)
                 if cached is None:
                     cached = BasicProperties(content_type=str(ct), delivery_mode=self._mode)

@@ -55,6 +55,48 @@ class ChannelLost(Exception):
         self.permanent = permanent
 
 
+#: Outgoing bytes gathered before they are handed to the socket anyway.
+_COALESCE_LIMIT = 1 << 20
+
+
+class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
+    """pika's asyncio connection, writing each loop iteration's frames in one go.
+
+    pika hands every frame (three per published message: method, header, body) to its
+    transport separately, and the transport makes one ``send`` system call per frame:
+    measured, a third of the time spent publishing a batch. Gathering the frames written
+    during one iteration of the loop and writing them as one buffer keeps their order and
+    only changes how many system calls carry them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._pending_out: list[bytes] = []
+        self._pending_size = 0
+        self._flush_scheduled = False
+        super().__init__(*args, **kwargs)
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        self._pending_out.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= _COALESCE_LIMIT:
+            self._flush_out()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        self._flush_scheduled = False
+        pending = self._pending_out
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
+        transport = self._transport
+        if transport is not None:  # gone with the connection: nothing left to send to
+            transport.write(data)
+
+
 def lost_from(reason: BaseException | str) -> ChannelLost:
     """The ``ChannelLost`` for pika's close reason."""
     if isinstance(reason, pika_exc.ChannelClosedByBroker):
@@ -270,7 +312,7 @@ class Connection:
             if not fut.done():
                 fut.set_result(result)
 
-        AsyncioConnection.create_connection(self._params, done, custom_ioloop=loop)
+        CoalescingConnection.create_connection(self._params, done, custom_ioloop=loop)
         result = await fut
         if isinstance(result, BaseException):
             raise ConnectError(f"cannot connect to RabbitMQ at {self.where}: {_why(result)}")

@@ -62,8 +62,10 @@ class RabbitBinding:
         self.ext = ext
         self.handle = handle
         props = spec.properties
-        self.partition = (props.instance_index or 0) if props.partitioned else None
-        self.batch_size = ext.batch_size or ext.prefetch
+        self.partition = (props.instance_index or 0) if props.partitioned and spec.group else None
+        # Half the window by default: while one batch is processed and its outputs are
+        # confirmed, RabbitMQ can already deliver the next one into the other half.
+        self.batch_size = ext.batch_size or max(1, ext.prefetch // 2)
         self.queue: ConsumerQueue | None = None
         self._state = BindingState.STOPPED
         self._resumed = asyncio.Event()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pika import BasicProperties
+from pika import exceptions as pika_exc
 
 from binders.rabbit.connection import Chan, ChannelLost, Connection
 
@@ -35,11 +36,19 @@ _UNCONFIRMED, _ACKED, _FAILED, _RETURNED = 0, 1, 2, 3
 class _Batch:
     """Confirmation state of one batch on one channel: tags ``first .. first+n-1``."""
 
-    __slots__ = ("first", "future", "items", "left", "lo", "reasons", "status")
+    __slots__ = ("first", "future", "items", "left", "lo", "origin", "reasons", "status")
 
-    def __init__(self, first: int, items: Sequence[Item], future: asyncio.Future[None]) -> None:
+    def __init__(
+        self,
+        first: int,
+        items: Sequence[Item],
+        future: asyncio.Future[None],
+        origin: list[int] | None = None,
+    ) -> None:
         self.first = first
         self.items = items
+        #: Position of each item in what the caller passed, when some were left out.
+        self.origin = origin
         self.status = bytearray(len(items))
         self.left = len(items)
         self.lo = 0  # every index below lo is settled
@@ -119,19 +128,39 @@ class ConfirmChannel:
         await chan.rpc(chan.raw.confirm_delivery, self._on_confirm)
         return self
 
-    def publish(self, exchange: str, items: Sequence[Item], mandatory: bool) -> _Batch:
-        """Write every item now; the batch's future resolves when all are answered."""
+    def publish(
+        self, exchange: str, items: Sequence[Item], mandatory: bool
+    ) -> tuple[_Batch, dict[int, str]]:
+        """Write every item now; the batch's future resolves when all are answered. Items
+        pika cannot encode (a header value AMQP has no type for, an over-long routing key)
+        are not sent and come back as ``{index: reason}``: pika encodes a message whole
+        before writing any of it, so they use no delivery tag."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        batch = _Batch(self._next, items, future)
         if self.chan.closed is not None:
             future.set_exception(self.chan.closed)
-            return batch
+            return _Batch(self._next, items, future), {}
         publish = self.chan.raw.basic_publish
-        for rk, body, props in items:
-            publish(exchange, rk, body, props, mandatory)
-        self._next += len(items)
-        self._open.append(batch)
-        return batch
+        refused: dict[int, str] = {}
+        for j, (rk, body, props) in enumerate(items):
+            try:
+                publish(exchange, rk, body, props, mandatory)
+            except (pika_exc.ChannelWrongStateError, pika_exc.ConnectionWrongStateError) as exc:
+                # The channel is closing under us: none of this batch counts as sent.
+                future.set_exception(ChannelLost(str(exc) or "channel closing"))
+                return _Batch(self._next, items, future), refused
+            except Exception as exc:
+                refused[j] = f"cannot be encoded for AMQP: {type(exc).__name__}: {exc}"
+        if refused:
+            kept = [j for j in range(len(items)) if j not in refused]
+            batch = _Batch(self._next, [items[j] for j in kept], future, kept)
+        else:
+            batch = _Batch(self._next, items, future)
+        self._next += len(batch.items)
+        if batch.items:
+            self._open.append(batch)
+        else:
+            future.set_result(None)
+        return batch, refused
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -215,13 +244,21 @@ class Publisher:
                         failures[i] = str(exc)
                     return failures
                 continue
-            batch = channel.publish(exchange, batch_items, mandatory)
+            batch, refused = channel.publish(exchange, batch_items, mandatory)
             lost: ChannelLost | None = None
             try:
                 await batch.future
             except ChannelLost as exc:
                 lost = exc
-            index = (lambda j: j) if todo is None else todo.__getitem__
+            # batch index -> position in batch_items -> position in items
+            sent: Sequence[int] = range(len(batch_items)) if batch.origin is None else batch.origin
+            where: Sequence[int] = range(len(items)) if todo is None else todo
+
+            def index(j: int, sent: Sequence[int] = sent, where: Sequence[int] = where) -> int:
+                return where[sent[j]]
+
+            for k, why in refused.items():
+                failures[where[k]] = why
             for j, why in batch.reasons.items():
                 failures[index(j)] = why
             if lost is None:
@@ -236,7 +273,8 @@ class Publisher:
             todo = left
             if todo:
                 log.debug(
-                    "rabbit: %d messages unconfirmed at a lost channel; publishing again", len(todo)
+                    "rabbit: %d messages unconfirmed at a lost channel; publishing again",
+                    len(todo),
                 )
 
     async def close(self) -> None:

@@ -158,7 +158,10 @@ class RabbitConsumerProperties(RabbitCommonProperties):
         "ours lets batches form.",
     )
     batch_size: int | None = Field(
-        None, ge=1, description="Most messages per batch (one ack each); default: prefetch."
+        None,
+        ge=1,
+        description="Most messages per batch (one ack each); default half the prefetch, so "
+        "the next batch arrives while one is processed.",
     )
     durable_subscription: bool = Field(True, description="Declare the group queue durable.")
     republish_to_dlq: bool = Field(

@@ -428,3 +428,29 @@ async def test_redeclaring_with_other_arguments_names_the_queue_and_the_fix(
             ConsumerSpec("in2", dest, "g", extension=RabbitConsumerProperties(auto_bind_dlq=False)),
             Collector(),
         )
+
+
+async def test_a_message_amqp_cannot_carry_fails_alone(
+    binder: RabbitBinder, admin: Admin, unique_name: Namer
+) -> None:
+    """An over-long routing key is refused before anything is written, so the delivery
+    tags of the rest of the batch (and of later batches) still match their confirms."""
+    dest = unique_name("encode")
+    admin.track(dest, "g")
+    collector = Collector()
+    await binder.consumer(ConsumerSpec("in", dest, "g"), collector)
+    producer = await binder.producer(
+        ProducerSpec(
+            "out", dest, extension=RabbitProducerProperties(routing_key_expression="headers['rk']")
+        )
+    )
+    batch = [
+        Message(b"a", {"rk": "ok"}),
+        Message(b"b", {"rk": "x" * 300}),
+        Message(b"c", {"rk": "ok"}),
+    ]
+    with pytest.raises(DeliveryError, match="1 of 3.*cannot be encoded"):
+        await producer.send(batch)
+    await producer.send([Message(b"d", {"rk": "ok"})])
+    await collector.wait_for(3)
+    assert collector.payloads == [b"a", b"c", b"d"]
