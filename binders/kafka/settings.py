@@ -156,8 +156,8 @@ class KafkaEnvironment(Props):
     health_timeout: float = Field(
         60.0,
         gt=0,
-        description="Seconds start-up keeps retrying an unreachable broker, and the bound of "
-        "each provisioning call.",
+        description="Seconds start-up keeps retrying an unreachable broker; also the bound "
+        "of each provisioning call and of the broker health probe.",
     )
     shutdown_timeout: int = Field(
         10000,
