@@ -12,14 +12,12 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-
-from pika import BasicProperties
 
 from binder_core.errors import DeliveryError
 from binder_core.expression import ExpressionError, compile_expression
-from binder_core.message import CONTENT_TYPE, Message
+from binder_core.message import Message
 from binder_core.spi import (
     Binding,
     Capability,
@@ -30,6 +28,7 @@ from binder_core.spi import (
 )
 from binders.rabbit.connection import Connection
 from binders.rabbit.consumer import RabbitBinding
+from binders.rabbit.headers import PropertiesMaker
 from binders.rabbit.provisioning import ProvisioningError, Topology
 from binders.rabbit.publisher import Publisher
 from binders.rabbit.settings import (
@@ -39,21 +38,6 @@ from binders.rabbit.settings import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Distinct content types whose properties a producer keeps ready-made.
-_PROPERTIES_CACHE = 32
-
-
-def amqp_value(value: Any) -> Any:
-    """A header value AMQP field tables can carry (pika has no floats, sets or objects):
-    strings, bytes, booleans, integers, None, lists and tables pass; the rest as text."""
-    if value is None or isinstance(value, str | bytes | bool | int):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): amqp_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [amqp_value(v) for v in value]
-    return str(value)
 
 
 class RabbitProducer:
@@ -69,32 +53,8 @@ class RabbitProducer:
         self._publisher = publisher
         self.exchange = exchange
         self._mandatory = ext.mandatory
-        self._mode = 2 if ext.delivery_mode == "PERSISTENT" else 1
+        self.properties = PropertiesMaker(2 if ext.delivery_mode == "PERSISTENT" else 1)
         self._route = router(spec.destination, ext, spec.properties.partition_count)
-        self._cache: dict[Any, BasicProperties] = {}
-
-    def properties(self, headers: Mapping[str, Any]) -> BasicProperties:
-        """AMQP properties for a message's headers: ``contentType`` becomes the
-        ``content_type`` property (where Spring puts it), the rest the header table."""
-        if len(headers) == 1:
-            ct = headers.get(CONTENT_TYPE)
-            if isinstance(ct, str):
-                cached = self._cache.get(ct)
-                if cached is None:
-                    cached = BasicProperties(content_type=str(ct), delivery_mode=self._mode)
-                    if len(self._cache) < _PROPERTIES_CACHE:
-                        self._cache[ct] = cached
-                return cached
-        content_type = None
-        table: dict[str, Any] = {}
-        for key, value in headers.items():
-            if key == CONTENT_TYPE:
-                content_type = None if value is None else str(value)
-            else:
-                table[key] = amqp_value(value)
-        return BasicProperties(
-            content_type=content_type, delivery_mode=self._mode, headers=table or None
-        )
 
     async def send(self, messages: Sequence[Message[bytes]]) -> None:
         if not messages:

@@ -17,15 +17,18 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
 from pika import exceptions as pika_exc
+from pika import frame as pika_frame
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
 from binder_core.errors import BinderException
+from binders.rabbit.headers import headers_of, needs_redecoding
 from binders.rabbit.settings import RabbitEnvironment
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,8 @@ _COALESCE_LIMIT = 1 << 20
 
 
 class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
-    """pika's asyncio connection, writing each loop iteration's frames in one go.
+    """pika's asyncio connection, writing each loop iteration's frames in one go, and
+    reading floating point headers right.
 
     pika hands every frame (three per published message: method, header, body) to its
     transport separately, and the transport makes one ``send`` system call per frame:
@@ -83,6 +87,17 @@ class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _read_frame(self) -> tuple[int, Any]:
+        # pika decodes a double header as a truncated integer; read such tables again.
+        consumed, value = pika_frame.decode_frame(self._frame_buffer)
+        if type(value) is pika_frame.Header:
+            table = value.properties.headers
+            if table and needs_redecoding(table):
+                # frame header (7 bytes), class, weight, body size (12), then properties
+                with contextlib.suppress(ValueError, IndexError, struct.error):
+                    value.properties.headers = headers_of(self._frame_buffer, 19)
+        return consumed, value
 
     def _flush_out(self) -> None:
         self._flush_scheduled = False

@@ -21,13 +21,13 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pika import BasicProperties
 from pika import exceptions as pika_exc
 
 from binder_core.deadletter import exception_headers
-from binder_core.message import CONTENT_TYPE, Message
+from binder_core.message import Message
 from binder_core.spi import BindingState, ConsumerSpec, Handle, Outcome
 from binders.rabbit.connection import Chan, ChannelLost
+from binders.rabbit.headers import TableProperties, inbound_headers
 from binders.rabbit.provisioning import ConsumerQueue
 from binders.rabbit.publisher import Item, Publisher
 from binders.rabbit.settings import RabbitConsumerProperties
@@ -279,7 +279,7 @@ class RabbitBinding:
             headers[ORIGINAL_ROUTING_KEY] = method.routing_key
             # The original properties, bar the TTL (a dead letter must not vanish) and the
             # user id (RabbitMQ checks it against whoever publishes).
-            dead = BasicProperties(
+            dead = TableProperties(
                 content_type=p.content_type,
                 content_encoding=p.content_encoding,
                 headers=headers,
@@ -331,12 +331,8 @@ class _Consumer:
         self._wake: asyncio.Future[None] | None = None
 
     def _deliver(self, _ch: Any, method: Any, properties: Any, body: bytes) -> None:
-        headers = properties.headers
-        h = dict(headers) if headers else {}
-        ct = properties.content_type
-        if ct is not None and CONTENT_TYPE not in h:
-            h[CONTENT_TYPE] = ct
-        self.messages.append(Message(body, h, None, self.binding.partition))
+        headers = inbound_headers(properties)
+        self.messages.append(Message(body, headers, None, self.binding.partition))
         self.methods.append(method)
         self.props.append(properties)
         wake = self._wake

@@ -4,6 +4,7 @@ partitions, required groups, routing, confirms, pause/resume and the binding lif
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,7 +62,14 @@ async def test_round_trip_keeps_order_headers_and_content_type(
     sent = [
         Message(
             f"w{i}".encode(),
-            {"contentType": "text/plain", "x-n": i, "x-f": 1.5, "x-nested": {"a": [1, "b"]}},
+            {
+                "contentType": "text/plain",
+                "x-n": i,
+                "x-f": 1.5,
+                "x-big": 2**40,
+                "x-dec": Decimal("1.25"),
+                "x-nested": {"a": [1, "b", 2.5]},
+            },
         )
         for i in range(500)
     ]
@@ -71,8 +79,10 @@ async def test_round_trip_keeps_order_headers_and_content_type(
     first = collector.messages[0]
     assert first.headers["contentType"] == "text/plain"
     assert first.headers["x-n"] == 0
-    assert first.headers["x-f"] == "1.5"  # AMQP tables have no floats: sent as text
-    assert first.headers["x-nested"] == {"a": [1, "b"]}
+    assert first.headers["x-f"] == 1.5  # a double ('d'), as Spring AMQP writes them
+    assert first.headers["x-nested"] == {"a": [1, "b", 2.5]}
+    assert type(first.headers["x-big"]) is int and first.headers["x-big"] == 2**40
+    assert first.headers["x-dec"] == Decimal("1.25")
     assert max(collector.batches) > 1, "deliveries should be handed over in batches"
     await binding.stop()
     assert await admin.state(f"{dest}.g") == (0, 0), "everything acknowledged, consumer gone"
