@@ -4,8 +4,8 @@ partitions, required groups, routing, confirms, pause/resume and the binding lif
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import pika
@@ -459,7 +459,7 @@ async def test_a_message_amqp_cannot_carry_fails_alone(
         Message(b"b", {"rk": "x" * 300}),
         Message(b"c", {"rk": "ok"}),
     ]
-    with pytest.raises(DeliveryError, match="1 of 3.*cannot be encoded"):
+    with pytest.raises(DeliveryError, match=r"1 of 3.*cannot be encoded"):
         await producer.send(batch)
     await producer.send([Message(b"d", {"rk": "ok"})])
     await collector.wait_for(3)
