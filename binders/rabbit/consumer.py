@@ -108,6 +108,10 @@ class RabbitBinding:
                 spec.properties.instance_index or 0,
             )
 
+    async def redeclare(self) -> None:
+        """Declare the binder's topology again (this binding's queue went missing)."""
+        await self._binder.topology.redeclare()
+
     def consumer_tag(self) -> str | None:
         """Spring's ``<consumer-tag-prefix>#<n>``, or a broker-chosen tag."""
         prefix = self.ext.consumer_tag_prefix
@@ -444,11 +448,25 @@ class _Consumer:
                 try:
                     await self._subscribe(chan)
                 except ChannelLost as exc:
+                    if exc.code == 404:
+                        # The queue is gone (deleted, or an auto-delete queue whose last
+                        # consumer left): declare the topology again and subscribe anew.
+                        log.warning(
+                            "binding %s: queue '%s' is missing; declaring it again",
+                            b.name,
+                            b.queue_name,
+                        )
+                        with contextlib.suppress(Exception):
+                            await b.redeclare()
                     if exc.permanent:
                         failures += 1
-                        log.error(
-                            "binding %s: cannot consume from '%s': %s", b.name, b.queue_name, exc
-                        )
+                        if exc.code != 404 or failures > 1:
+                            log.error(
+                                "binding %s: cannot consume from '%s': %s",
+                                b.name,
+                                b.queue_name,
+                                exc,
+                            )
                         await asyncio.sleep(_pause(failures))
                 continue
             if not self.messages:

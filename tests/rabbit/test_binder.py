@@ -464,3 +464,75 @@ async def test_a_message_amqp_cannot_carry_fails_alone(
     await producer.send([Message(b"d", {"rk": "ok"})])
     await collector.wait_for(3)
     assert collector.payloads == [b"a", b"c", b"d"]
+
+
+async def test_a_nacked_publish_is_a_delivery_error(
+    binder: RabbitBinder, admin: Admin, unique_name: Namer
+) -> None:
+    """A full queue with x-overflow reject-publish makes RabbitMQ nack what does not fit."""
+    dest = unique_name("full")
+    admin.track(dest, "small")
+    ext = RabbitProducerProperties(max_length=2, overflow_behavior="reject-publish")
+    producer = await binder.producer(
+        ProducerSpec("out", dest, ProducerProperties(required_groups=["small"]), ext)
+    )
+    with pytest.raises(DeliveryError, match=r"3 of 5.*nack"):
+        await producer.send(texts(5))
+    kept = admin.drain(f"{dest}.small")
+    assert [body for _, _, body in kept] == [b"m0", b"m1"]
+    assert all(props.delivery_mode == 2 for _, props, _ in kept), "persistent by default"
+
+
+async def test_quorum_queue(binder: RabbitBinder, admin: Admin, unique_name: Namer) -> None:
+    dest = unique_name("quorum")
+    admin.track(dest, "q")
+    ext = RabbitConsumerProperties.model_validate({"quorum": {"enabled": True}})
+    collector = Collector()
+    await binder.consumer(ConsumerSpec("in", dest, "q", extension=ext), collector)
+
+    def check(ch: Any) -> None:  # redeclaring with the same arguments succeeds
+        ch.queue_declare(f"{dest}.q", durable=True, arguments={
+            "x-queue-type": "quorum", "x-dead-letter-exchange": "DLX",
+            "x-dead-letter-routing-key": f"{dest}.q"})  # fmt: skip
+
+    await asyncio.to_thread(admin._run, check)
+    producer = await binder.producer(ProducerSpec("out", dest))
+    await producer.send(texts(20))
+    await collector.wait_for(20)
+
+
+async def test_prefix_applies_to_exchange_queues_and_dlx(
+    binder: RabbitBinder, admin: Admin, unique_name: Namer
+) -> None:
+    dest = unique_name("pfx")
+    admin.track(f"env1.{dest}", "g")
+    admin.exchanges.add("env1.DLX")
+    collector = Collector(fail=lambda m: ValueError("no") if m.payload == b"m1" else None)
+    await binder.consumer(
+        ConsumerSpec("in", dest, "g", extension=RabbitConsumerProperties(prefix="env1.")),
+        collector,
+    )
+    producer = await binder.producer(
+        ProducerSpec("out", dest, extension=RabbitProducerProperties(prefix="env1."))
+    )
+    await producer.send(texts(3))
+    await collector.wait_for(2)
+    await eventually(lambda: _is(admin, f"env1.{dest}.g.dlq", (1, 0)), "the dead letter")
+    ((method, props, _),) = admin.drain(f"env1.{dest}.g.dlq")
+    assert method.exchange == "env1.DLX"
+    assert props.headers["x-original-exchange"] == f"env1.{dest}"
+    assert props.headers["x-original-routingKey"] == dest  # Spring: without the prefix
+
+
+async def test_a_deleted_queue_is_declared_again_and_consumed(
+    binder: RabbitBinder, admin: Admin, unique_name: Namer
+) -> None:
+    dest = unique_name("gone")
+    admin.track(dest, "g")
+    collector = Collector()
+    await binder.consumer(ConsumerSpec("in", dest, "g"), collector)
+    await asyncio.to_thread(admin._run, lambda ch: ch.queue_delete(f"{dest}.g"))
+    await eventually(lambda: _is(admin, f"{dest}.g", (0, 1)), "the queue back, subscribed")
+    producer = await binder.producer(ProducerSpec("out", dest))
+    await producer.send(texts(5))
+    await collector.wait_for(5)
