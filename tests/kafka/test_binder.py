@@ -464,3 +464,32 @@ async def test_reset_offsets_replays_from_the_start_offset(binder: KafkaBinder, 
     await binder.consumer(consumer_spec(topic, group, "again", ext=ext), again)
     await eventually(lambda: len(again.messages) == 3, what="the replay")
     assert again.payloads == [b"a", b"b", b"c"]
+
+
+async def test_rebalance_mid_stream_commits_finished_work_first(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    """A second member joins while the first is processing: the first finishes and commits
+    its batch before its partitions move, so the new owner starts exactly after it."""
+    topic, group = kit.name("rebalance"), kit.name("g")
+    await kit.create(topic, 4)
+    seen: list[bytes] = []
+
+    async def slow(batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
+        await asyncio.sleep(0.02)  # keeps a batch in flight most of the time
+        seen.extend(m.payload for m in batch)
+        return [None] * len(batch)
+
+    ext = KafkaConsumerProperties(max_poll_records=10)
+    await binder.consumer(consumer_spec(topic, group, "first", ext=ext), slow)
+    await kit.produce(
+        topic, [f"a{i}".encode() for i in range(400)], keys=[b"%d" % i for i in range(400)]
+    )
+    await eventually(lambda: len(seen) >= 100, what="the first member to be busy")
+    await binder.consumer(consumer_spec(topic, group, "second", ext=ext), slow)
+    await kit.produce(
+        topic, [f"b{i}".encode() for i in range(400)], keys=[b"%d" % i for i in range(400)]
+    )
+    await eventually(lambda: len(set(seen)) == 800, what="all 800 records")
+    duplicates = len(seen) - len(set(seen))
+    assert duplicates == 0, f"{duplicates} records processed twice across the rebalance"
