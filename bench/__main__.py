@@ -1,0 +1,197 @@
+"""``python -m bench [--quick] [--binders memory,kafka,rabbit] [--out DIR]``
+
+Runs every case through the framework and through its hand-written baseline, alternating
+(A B A B ...) in one process, prints the table, and writes ``latest.json`` and
+``latest.png`` into ``bench/results`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench import report, startup
+from bench.common import Measure, Unavailable
+from bench.workload import FULL, QUICK, SCENARIOS, SIZES, TINY, TITLES, Plan
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class Suite(Protocol):
+    """One binder's cases: the framework side and the hand-written side."""
+
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def versions(self) -> dict[str, str]: ...
+    async def framework(self, scenario: str, size: str, n: int, rate: int) -> Measure: ...
+    async def baseline(self, scenario: str, size: str, n: int, rate: int) -> Measure: ...
+
+
+def _suite(name: str) -> Suite:
+    # Each suite imports its broker client only when chosen.
+    if name == "memory":
+        from bench.memory import MemorySuite
+
+        return MemorySuite()
+    if name == "kafka":
+        from bench.kafka import KafkaSuite
+
+        return KafkaSuite()
+    if name == "rabbit":
+        from bench.rabbit import RabbitSuite
+
+        return RabbitSuite()
+    raise SystemExit(f"unknown binder '{name}' (memory, kafka, rabbit)")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def run(
+    binders: Sequence[str],
+    plan: Plan,
+    scenarios: Sequence[str],
+    sizes: Sequence[str],
+    with_startup: bool,
+) -> tuple[dict[str, Any], list[report.Case]]:
+    """Every case of every reachable binder: the document ``latest.json`` holds, and the
+    cases themselves (for the chart)."""
+    cases: list[report.Case] = []
+    skipped: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    started = time.monotonic()
+    for name in binders:
+        suite = _suite(name)
+        try:
+            await suite.open()
+        except Unavailable as exc:
+            skipped[name] = str(exc)
+            _say(f"skipping {name}: {exc}")
+            continue
+        try:
+            versions.update(suite.versions())
+            for size in sizes:
+                for scenario in scenarios:
+                    latency = scenario == "latency"
+                    n = (
+                        round(plan.rate * plan.latency_seconds)
+                        if latency
+                        else plan.count(name, size)
+                    )
+                    case = report.Case(name, scenario, size, n, plan.rate if latency else 0)
+                    for r in range(plan.repeats):
+                        case.framework.append(await suite.framework(scenario, size, n, plan.rate))
+                        case.baseline.append(await suite.baseline(scenario, size, n, plan.rate))
+                        a, b = case.framework[-1], case.baseline[-1]
+                        detail = (
+                            f"p50 {report._latency(a)['p50_ms']:.2f} ms vs "
+                            f"{report._latency(b)['p50_ms']:.2f} ms"
+                            if latency
+                            else f"{a.rate:10,.0f} vs {b.rate:10,.0f} msg/s "
+                            f"({a.rate / b.rate:.2f}x)"
+                        )
+                        _say(
+                            f"{name:6} {TITLES[scenario]:24} {size:6} #{r + 1}: "
+                            f"framework vs baseline {detail}"
+                        )
+                    cases.append(case)
+        finally:
+            await suite.close()
+    document: dict[str, Any] = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "plan": {
+            "repeats": plan.repeats,
+            "latency_rate": plan.rate,
+            "latency_seconds": plan.latency_seconds,
+        },
+        "skipped": skipped,
+        "cases": [c.as_json() for c in cases],
+    }
+    if with_startup:
+        _say("measuring start-up and idle memory (binder run subprocesses)")
+        profiles = [b for b in binders if b != "memory" and b not in skipped]
+        document["startup"] = await startup.measure(max(3, plan.repeats), profiles)
+    document["machine"] = report.machine(versions)
+    document["seconds"] = round(time.monotonic() - started, 1)
+    document["table"] = report.table(cases)
+    return document, cases
+
+
+def _summary(document: dict[str, Any]) -> str:
+    m = document["machine"]
+    lines = [
+        f"Machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, pydantic "
+        f"{m['pydantic']}, aiokafka {m['aiokafka']}, pika {m['pika']}"
+        + "".join(f", {k} {v}" for k, v in m.items() if k.endswith("broker")),
+        f"Medians of {document['plan']['repeats']} repeats, framework and baseline "
+        f"alternating in one process; {document['seconds']} s in all.",
+        "",
+        document["table"],
+    ]
+    for name, why in document["skipped"].items():
+        lines.append(f"\n{name}: skipped ({why})")
+    s = document.get("startup")
+    if s:
+        rss = ", ".join(f"{k} {v:.1f} MiB" for k, v in s["idle_rss_mib"].items())
+        imp = s["imports"]
+        lines += [
+            "",
+            f"Start-up to first message (memory, `binder run`): "
+            f"{s['startup_to_first_message_s'] * 1000:.0f} ms (median)",
+            f"Idle RSS, app with three bindings: {rss}",
+            "Broker libraries imported by a memory-only app: "
+            + (", ".join(imp["broker_libraries_imported"]) or "none"),
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m bench``."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer messages and repeats")
+    parser.add_argument("--tiny", action="store_true", help="smoke-test size (no real figures)")
+    parser.add_argument("--binders", default="memory,rabbit,kafka", help="comma-separated")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=", ".join(SCENARIOS))
+    parser.add_argument("--sizes", default=",".join(SIZES), help=", ".join(SIZES))
+    parser.add_argument("--repeats", type=int, help="repeats of each case (default per mode)")
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up/RSS part")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json/png go")
+    args = parser.parse_args(argv)
+    plan = TINY if args.tiny else QUICK if args.quick else FULL
+    if args.repeats:
+        plan = Plan(plan.messages, args.repeats, plan.rate, plan.latency_seconds)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in scenarios if s not in SCENARIOS] + [s for s in sizes if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown scenario or size: {', '.join(unknown)}")
+    binders = [b.strip() for b in args.binders.split(",") if b.strip()]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "kafka", "pika"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    document, cases = asyncio.run(run(binders, plan, scenarios, sizes, not args.no_startup))
+    text = _summary(document)
+    print(text)
+    report.write_json(args.out / "latest.json", document)
+    m = document["machine"]
+    title = (
+        f"binder benchmark {document['when']}: {m['cores']} cores, Python {m['python']}"
+        + "".join(f", {k} {v}" for k, v in m.items() if k.endswith("broker"))
+    )
+    if not report.chart(args.out / "latest.png", cases, title):
+        _say("matplotlib is not installed (pip install -e '.[bench]'): no chart written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""What every binder's benchmark shares: building the real app, timing, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import bench.app
+from binder_core import app_config
+from binder_core.config import load_config
+from binder_core.plugins import Registry, load_plugins
+from binder_core.runtime import App
+
+#: No single run may take longer than this; a stuck run is a failure, not a hang.
+RUN_TIMEOUT = 120.0
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    """The plugin registry, loaded once (as ``binder run`` does, once per process)."""
+    global _registry
+    if _registry is None:
+        _registry = load_plugins()
+    return _registry
+
+
+def make_app(stream: Mapping[str, Any]) -> App:
+    """An App over ``bench.app`` with ``stream`` as its configuration, exactly what
+    ``binder run bench.app`` builds from a YAML file holding ``{"stream": stream}``."""
+    reg = registry()
+    config = load_config(
+        None,
+        [],
+        [],
+        reg.binder_types,
+        environ={},
+        properties={"stream": dict(stream)},
+        read_files=False,
+    )
+    app_config.use(config.layered)
+    return App(bench.app, config, reg)
+
+
+@contextlib.asynccontextmanager
+async def running(app: App, start: bool = True) -> AsyncIterator[App]:
+    """Start ``app`` (unless ``start`` is false: the caller starts it) and always stop it."""
+    try:
+        if start:
+            await app.start()
+        yield app
+    finally:
+        await app.stop()
+        app_config.use(None)
+
+
+@dataclass
+class Measure:
+    """One measured run: messages moved in some seconds, maybe latencies (seconds)."""
+
+    seconds: float
+    messages: int
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Messages per second."""
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    timeout: float = RUN_TIMEOUT,
+    every: float = 0.005,
+) -> None:
+    """Wait for ``condition`` (polled) up to ``timeout`` seconds, or fail saying ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def done(event: asyncio.Event, what: str, timeout: float = RUN_TIMEOUT) -> None:
+    """Wait for ``event`` or fail saying ``what``."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}") from None
+
+
+def latency_measure(probe: bench.app.Probe, seconds: float) -> Measure:
+    """Latencies of a fixed-rate run, without the first 5% (connections warming up)."""
+    skip = len(probe.latencies) // 20
+    return Measure(seconds, probe.count, probe.latencies[skip:])
+
+
+class Unavailable(Exception):
+    """A broker this binder needs does not answer: its cases are skipped."""
