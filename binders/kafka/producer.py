@@ -98,6 +98,10 @@ def _refused(exc: BaseException) -> bool:
 async def publish(client: Any, topic: str, records: Sequence[Record], sync: bool = False) -> None:
     """Send ``records`` to ``topic`` and return once Kafka confirmed every one.
 
+    Each partition's records go into one record batch built here and handed over whole
+    (no per-record hand-over); what does not fit that batch goes through the producer's own
+    accumulator, which queues further batches without waiting for the first to drain.
+
     Raises ``DeliveryError`` when Kafka refuses a record for good (too large, topic not
     allowed); anything else (a timeout, a lost connection) propagates as it is, which the
     core treats as "not confirmed, deliver the input again".
@@ -111,6 +115,7 @@ async def publish(client: Any, topic: str, records: Sequence[Record], sync: bool
     count = len(parts)
     sticky: int | None = None
     builders: dict[int, Any] = {}
+    overflow: set[int] = set()  # partitions whose batch is full and handed over
     futures: list[asyncio.Future[Any]] = []
     try:
         for key, value, headers, partition in records:
@@ -126,26 +131,35 @@ async def publish(client: Any, topic: str, records: Sequence[Record], sync: bool
                     f"topic {topic} has no partition {partition} (it has {count}); "
                     "check partition-count against the topic"
                 )
+            if partition in overflow:
+                futures.append(
+                    await client.send(topic, value, key=key, partition=partition, headers=headers)
+                )
+                continue
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = client.create_batch()
             if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 futures.append(await client.send_batch(builder, topic, partition=partition))
-                builder = builders[partition] = client.create_batch()
-                builder.append(timestamp=None, key=key, value=value, headers=headers)
-            if sync:
-                futures.append(await client.send_batch(builder, topic, partition=partition))
                 del builders[partition]
+                overflow.add(partition)
+                futures.append(
+                    await client.send(topic, value, key=key, partition=partition, headers=headers)
+                )
+            elif sync:
+                futures.append(
+                    await client.send_batch(builders.pop(partition), topic, partition=partition)
+                )
                 await _confirmed(futures, topic)
                 futures = []
         for partition, builder in builders.items():
             futures.append(await client.send_batch(builder, topic, partition=partition))
-        builders.clear()
-    finally:
-        if futures and builders:
-            # Leaving early: whatever was handed over is still awaited, so no confirmation
-            # is left dangling and unobserved.
+    except BaseException:
+        # Leaving early: whatever was handed over is still awaited, so no confirmation is
+        # left dangling and unobserved.
+        if futures:
             await asyncio.gather(*futures, return_exceptions=True)
+        raise
     await _confirmed(futures, topic)
 
 
