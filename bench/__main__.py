@@ -98,7 +98,7 @@ async def run(
                             f"{report._latency(b)['p50_ms']:.2f} ms"
                             if latency
                             else f"{a.rate:10,.0f} vs {b.rate:10,.0f} msg/s "
-                            f"({a.rate / b.rate:.2f}x)"
+                            f"({a.rate / b.rate:.2f}x), CPU {a.cpu_us:.1f} vs {b.cpu_us:.1f} µs/msg"
                         )
                         _say(
                             f"{name:6} {TITLES[scenario]:24} {size:6} #{r + 1}: "

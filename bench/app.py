@@ -41,7 +41,17 @@ class Probe:
     ``target``-th passed; optionally their end-to-end latency (``ts`` is a
     ``time.perf_counter`` reading: producer and consumer share the process)."""
 
-    __slots__ = ("count", "done", "first", "last", "latencies", "target", "timed")
+    __slots__ = (
+        "count",
+        "done",
+        "first",
+        "first_cpu",
+        "last",
+        "last_cpu",
+        "latencies",
+        "target",
+        "timed",
+    )
 
     def __init__(self) -> None:
         self.reset(0)
@@ -50,8 +60,8 @@ class Probe:
         """Start counting afresh towards ``target``."""
         self.count = 0
         self.target = target
-        self.first = 0.0
-        self.last = 0.0
+        self.first = self.first_cpu = 0.0
+        self.last = self.last_cpu = 0.0
         self.timed = timed
         self.latencies: list[float] = []
         self.done = asyncio.Event()
@@ -60,17 +70,12 @@ class Probe:
         """One more message passed."""
         n = self.count = self.count + 1
         if n == 1:
-            self.first = time.perf_counter()
+            self.first, self.first_cpu = time.perf_counter(), time.process_time()
         if self.timed:
             self.latencies.append(time.perf_counter() - doc.ts)
         if n == self.target:
-            self.last = time.perf_counter()
+            self.last, self.last_cpu = time.perf_counter(), time.process_time()
             self.done.set()
-
-    @property
-    def seconds(self) -> float:
-        """From the first to the target-th message."""
-        return self.last - self.first
 
 
 class Source:
@@ -80,12 +85,18 @@ class Source:
         self.pool: list[Doc] = []
         self.count = 0
         self.rate = 0.0
-        self.started = 0.0
+        self.started = self.started_cpu = 0.0
 
     def set(self, pool: list[Doc], count: int, rate: float = 0.0) -> None:
         """Emit ``count`` documents taken round-robin from ``pool`` (at ``rate`` per
         second, for ``ticker``)."""
-        self.pool, self.count, self.rate, self.started = pool, count, rate, 0.0
+        self.pool, self.count, self.rate = pool, count, rate
+        self.started = self.started_cpu = 0.0
+
+    def start(self) -> float:
+        """Note the start (wall clock and process CPU); returns the wall clock."""
+        self.started, self.started_cpu = time.perf_counter(), time.process_time()
+        return self.started
 
 
 PROBES = {"uppercase": Probe(), "sink": Probe()}
@@ -95,7 +106,7 @@ SOURCE = Source()
 def source() -> Iterator[Doc]:
     """A generator supplier: emits ``SOURCE.count`` documents as fast as they are taken."""
     pool, n = SOURCE.pool, len(SOURCE.pool)
-    SOURCE.started = time.perf_counter()
+    SOURCE.start()
     for i in range(SOURCE.count):
         yield pool[i % n]
 
@@ -105,7 +116,7 @@ async def ticker() -> AsyncIterator[Doc]:
     time it was due."""
     pool, n = SOURCE.pool, len(SOURCE.pool)
     interval = 1.0 / SOURCE.rate
-    start = SOURCE.started = time.perf_counter()
+    start = SOURCE.start()
     for i in range(SOURCE.count):
         due = start + i * interval
         delay = due - time.perf_counter()

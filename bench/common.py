@@ -60,11 +60,18 @@ async def running(app: App, start: bool = True) -> AsyncIterator[App]:
 
 @dataclass
 class Measure:
-    """One measured run: messages moved in some seconds, maybe latencies (seconds)."""
+    """One measured run: messages moved in some seconds (wall clock), the CPU seconds this
+    process spent meanwhile, maybe latencies (seconds)."""
 
     seconds: float
     messages: int
     latencies: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU microseconds this process spent per message."""
+        return self.cpu / self.messages * 1e6 if self.messages else 0.0
 
     @property
     def rate(self) -> float:
@@ -99,10 +106,46 @@ async def done(event: asyncio.Event, what: str, timeout: float = RUN_TIMEOUT) ->
         raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}") from None
 
 
-def latency_measure(probe: bench.app.Probe, seconds: float) -> Measure:
+class Stopwatch:
+    """Wall clock and process CPU time, together."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def measure(self, messages: int) -> Measure:
+        """What was spent since the stopwatch started, for ``messages`` messages."""
+        return Measure(
+            time.perf_counter() - self.wall, messages, cpu=time.process_time() - self.cpu
+        )
+
+
+def probed(probe: bench.app.Probe) -> Measure:
+    """From the first to the last message the probe counted."""
+    return Measure(probe.last - probe.first, probe.target, cpu=probe.last_cpu - probe.first_cpu)
+
+
+def sourced(probe: bench.app.Probe) -> Measure:
+    """From the start of the source (``bench.app.SOURCE``) to the last message counted."""
+    source = bench.app.SOURCE
+    return Measure(
+        probe.last - source.started, probe.target, cpu=probe.last_cpu - source.started_cpu
+    )
+
+
+def since_source(messages: int) -> Measure:
+    """From the start of the source to now."""
+    source = bench.app.SOURCE
+    return Measure(
+        time.perf_counter() - source.started,
+        messages,
+        cpu=time.process_time() - source.started_cpu,
+    )
+
+
+def latency_measure(probe: bench.app.Probe) -> Measure:
     """Latencies of a fixed-rate run, without the first 5% (connections warming up)."""
     skip = len(probe.latencies) // 20
-    return Measure(seconds, probe.count, probe.latencies[skip:])
+    return Measure(probe.last - probe.first, probe.count, probe.latencies[skip:])
 
 
 class Unavailable(Exception):

@@ -33,11 +33,14 @@ from bench.app import PROBES, SOURCE, Doc, sink, uppercase
 from bench.common import (
     RUN_TIMEOUT,
     Measure,
+    Stopwatch,
     Unavailable,
     done,
     latency_measure,
     make_app,
+    probed,
     running,
+    since_source,
     until,
 )
 from bench.workload import encoded, pool
@@ -172,9 +175,9 @@ class KafkaSuite:
             SOURCE.set(pool(size), n)
             async with running(app):
                 await asyncio.wait_for(app.suppliers_done(), RUN_TIMEOUT)
-                seconds = time.perf_counter() - SOURCE.started
+                measure = since_source(n)
             await self._expect(out, n, "framework produce")
-            return Measure(seconds, n)
+            return measure
         if scenario == "consume":
             source = await self._input(size, n)
             group = f"bench-{_tag()}"
@@ -185,7 +188,7 @@ class KafkaSuite:
             probe.reset(n)
             async with running(app):
                 await done(probe.done, f"{n} records consumed")
-            return Measure(probe.seconds, n)
+            return probed(probe)
         if scenario == "process":
             source, out = await self._input(size, n), self._new_topic("out")
             app = make_app(
@@ -202,7 +205,7 @@ class KafkaSuite:
             async with running(app):
                 await done(probe.done, f"{n} records processed")
             await self._expect(out, n, "framework process")
-            return Measure(probe.seconds, n)
+            return probed(probe)
         first, second = self._new_topic("a"), self._new_topic("b")
         app = make_app(
             self._stream(
@@ -221,7 +224,7 @@ class KafkaSuite:
         SOURCE.set(pool(size), n, rate)
         async with running(app):
             await done(probe.done, f"{n} records through the pipeline")
-        return latency_measure(probe, probe.last - SOURCE.started)
+        return latency_measure(probe)
 
     # -- the hand-written loops ------------------------------------------------------------
 
@@ -243,15 +246,15 @@ class KafkaSuite:
         await producer.start()
         try:
             await producer.partitions_for(out)
-            start = time.perf_counter()
+            watch = Stopwatch()
             send = producer.send
             futures = [await send(out, to_json(docs[i % count]), headers=HEADERS) for i in range(n)]
             await asyncio.gather(*futures)
-            seconds = time.perf_counter() - start
+            measure = watch.measure(n)
         finally:
             await producer.stop()
         await self._expect(out, n, "raw produce")
-        return Measure(seconds, n)
+        return measure
 
     def _consumer(self, topic: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -281,7 +284,7 @@ class KafkaSuite:
         finally:
             await consumer.stop()
         await done(probe.done, "raw consume", timeout=0.1)
-        return Measure(probe.seconds, n)
+        return probed(probe)
 
     async def _process_loop(self, consumer: Any, producer: Any, out: str, stop: Any) -> None:
         send = producer.send
@@ -315,7 +318,7 @@ class KafkaSuite:
             await consumer.stop()
             await producer.stop()
         await self._expect(out, n, "raw process")
-        return Measure(probe.seconds, n)
+        return probed(probe)
 
     async def _raw_latency(self, size: str, n: int, rate: int) -> Measure:
         first, second = self._new_topic("raw-a"), self._new_topic("raw-b")
@@ -366,4 +369,4 @@ class KafkaSuite:
             await asyncio.gather(*tasks, return_exceptions=True)
             for client in (middle, last, producer):
                 await client.stop()
-        return latency_measure(probe, probe.last - started)
+        return latency_measure(probe)

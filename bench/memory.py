@@ -23,7 +23,17 @@ from typing import Any
 import pydantic_core
 
 from bench.app import PROBES, SOURCE, Doc, sink, uppercase
-from bench.common import Measure, done, latency_measure, make_app, running
+from bench.common import (
+    Measure,
+    Stopwatch,
+    done,
+    latency_measure,
+    make_app,
+    probed,
+    running,
+    since_source,
+    sourced,
+)
 from bench.workload import CONTENT_TYPE, encoded, pool
 from binder_core.message import Message
 from binder_core.spi import ProducerSpec
@@ -76,11 +86,11 @@ class MemorySuite:
         SOURCE.set(pool(size), n)
         async with running(app):
             await asyncio.wait_for(app.suppliers_done(), 120)
-            seconds = time.perf_counter() - SOURCE.started
+            measure = since_source(n)
             kept = app.binders["memory"].broker.destination(dest).groups["k"].size  # type: ignore[attr-defined]
         if kept != n:
             raise AssertionError(f"memory produce: {kept} of {n} messages stored")
-        return Measure(seconds, n)
+        return measure
 
     async def _consume(self, size: str, n: int) -> Measure:
         dest = _name("in")
@@ -111,7 +121,7 @@ class MemorySuite:
                 )
             await app.bindings["sink-in-0"].start()
             await done(probe.done, f"{n} messages consumed")
-        return Measure(probe.seconds, n)
+        return probed(probe)
 
     async def _pipeline(self, size: str, n: int, rate: int) -> Measure:
         first, middle, last = _name("a"), _name("b"), "bench"
@@ -132,8 +142,7 @@ class MemorySuite:
         SOURCE.set(pool(size), n, rate)
         async with running(app):
             await done(probe.done, f"{n} messages through the pipeline")
-        seconds = probe.last - SOURCE.started
-        return latency_measure(probe, seconds) if rate else Measure(seconds, n)
+        return latency_measure(probe) if rate else sourced(probe)
 
     # -- the hand-written pipeline ---------------------------------------------------------
 
@@ -147,13 +156,13 @@ class MemorySuite:
     async def _raw_produce(self, size: str, n: int) -> Measure:
         docs, queue = pool(size), asyncio.Queue[bytes]()
         count = len(docs)
-        start = time.perf_counter()
+        watch = Stopwatch()
         for i in range(n):
             await queue.put(to_json(docs[i % count]))
-        seconds = time.perf_counter() - start
+        measure = watch.measure(n)
         if queue.qsize() != n:
             raise AssertionError(f"raw produce: {queue.qsize()} of {n} stored")
-        return Measure(seconds, n)
+        return measure
 
     async def _raw_consume(self, size: str, n: int) -> Measure:
         data, queue = encoded(size), asyncio.Queue[bytes]()
@@ -172,7 +181,7 @@ class MemorySuite:
             await done(probe.done, f"{n} messages consumed")
         finally:
             task.cancel()
-        return Measure(probe.seconds, n)
+        return probed(probe)
 
     async def _raw_pipeline(self, size: str, n: int, rate: int) -> Measure:
         docs = pool(size)
@@ -182,7 +191,7 @@ class MemorySuite:
         probe = PROBES["sink"]
         probe.reset(n, timed=bool(rate))
         PROBES["uppercase"].reset(n)
-        started = time.perf_counter()
+        started = SOURCE.start()
 
         async def produce() -> None:
             put = first.put
@@ -220,5 +229,4 @@ class MemorySuite:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        seconds = probe.last - started
-        return latency_measure(probe, seconds) if rate else Measure(seconds, n)
+        return latency_measure(probe) if rate else sourced(probe)

@@ -33,11 +33,14 @@ from bench.app import PROBES, SOURCE, Doc, sink, uppercase
 from bench.common import (
     RUN_TIMEOUT,
     Measure,
+    Stopwatch,
     Unavailable,
     done,
     latency_measure,
     make_app,
+    probed,
     running,
+    since_source,
     until,
 )
 from bench.workload import CONTENT_TYPE, encoded, pool
@@ -265,9 +268,9 @@ class RabbitSuite:
             SOURCE.set(pool(size), n)
             async with running(app):
                 await asyncio.wait_for(app.suppliers_done(), RUN_TIMEOUT)
-                seconds = time.perf_counter() - SOURCE.started
+                measure = since_source(n)
             await self._expect(kept, n, "framework produce")
-            return Measure(seconds, n)
+            return measure
         if scenario in ("consume", "process"):
             source, queue = self._names("in")
             fn = "sink" if scenario == "consume" else "uppercase"
@@ -294,7 +297,7 @@ class RabbitSuite:
                 await done(probe.done, f"{n} messages through {fn}")
             if kept:
                 await self._expect(kept, n, "framework process")
-            return Measure(probe.seconds, n)
+            return probed(probe)
         first, _ = self._names("a")
         second, _ = self._names("b")
         app = make_app(
@@ -314,7 +317,7 @@ class RabbitSuite:
         SOURCE.set(pool(size), n, rate)
         async with running(app):
             await done(probe.done, f"{n} messages through the pipeline")
-        return latency_measure(probe, probe.last - SOURCE.started)
+        return latency_measure(probe)
 
     # -- the hand-written loops ------------------------------------------------------------
 
@@ -335,18 +338,18 @@ class RabbitSuite:
         amqp = await Amqp.connect()
         try:
             pub = await Confirms.open_on(amqp)
-            start = time.perf_counter()
+            watch = Stopwatch()
             for i in range(n):
                 pub.publish(out, out, to_json(docs[i % count]))
                 if len(pub.open) >= WINDOW:
                     await pub.below(WINDOW)
             await pub.below(1)
-            seconds = time.perf_counter() - start
+            measure = watch.measure(n)
             pub.check()
         finally:
             await amqp.close()
         await self._expect(kept, n, "raw produce")
-        return Measure(seconds, n)
+        return measure
 
     async def _subscribe(self, amqp: Amqp, queue: str, on_message: Callable[..., None]) -> Any:
         chan = await amqp.channel()
@@ -376,7 +379,7 @@ class RabbitSuite:
             await done(probe.done, f"{n} messages consumed")
         finally:
             await amqp.close()
-        return Measure(probe.seconds, n)
+        return probed(probe)
 
     async def _processor(
         self, source_queue: str, out: str, consumer: Amqp, publisher: Amqp
@@ -417,7 +420,7 @@ class RabbitSuite:
         finally:
             await publisher.close()
             await consumer.close()
-        return Measure(probe.seconds, n)
+        return probed(probe)
 
     async def _raw_latency(self, size: str, n: int, rate: int) -> Measure:
         first, q1 = self._names("raw-a")
@@ -455,4 +458,4 @@ class RabbitSuite:
         finally:
             await publisher.close()
             await consumer.close()
-        return latency_measure(probe, probe.last - started)
+        return latency_measure(probe)

@@ -54,7 +54,10 @@ class Case:
         if self.is_latency:
             figures = [_latency(m) for m in runs]
             return {k: statistics.median(f[k] for f in figures) for k in figures[0]}
-        return {"msg_per_s": statistics.median(m.rate for m in runs)}
+        return {
+            "msg_per_s": statistics.median(m.rate for m in runs),
+            "cpu_us_per_msg": statistics.median(m.cpu_us for m in runs),
+        }
 
     @property
     def ratio(self) -> float | None:
@@ -63,6 +66,15 @@ class Case:
         if self.is_latency or not fw or not base or not base["msg_per_s"]:
             return None
         return fw["msg_per_s"] / base["msg_per_s"]
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """Baseline / framework CPU time per message of this process: above 1 when the
+        framework spends less. Less disturbed than wall clock by other load on the machine."""
+        fw, base = self.medians("framework"), self.medians("baseline")
+        if self.is_latency or not fw or not base or not fw["cpu_us_per_msg"]:
+            return None
+        return base["cpu_us_per_msg"] / fw["cpu_us_per_msg"]
 
     @property
     def overhead_us(self) -> float | None:
@@ -94,6 +106,7 @@ class Case:
                 a.rate / b.rate for a, b in zip(self.framework, self.baseline, strict=False)
             ]
             out["overhead_us_per_message"] = self.overhead_us
+            out["cpu_ratio"] = self.cpu_ratio
         return out
 
 
@@ -131,8 +144,8 @@ def table(cases: Sequence[Case]) -> str:
     """The throughput and latency tables in markdown."""
     lines = [
         "| binder | scenario | payload | messages | framework msg/s | baseline msg/s | ratio "
-        "| overhead µs/msg |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| overhead µs/msg | CPU µs/msg framework / baseline | CPU ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         if c.is_latency:
@@ -143,7 +156,9 @@ def table(cases: Sequence[Case]) -> str:
             f"| {c.binder} | {TITLES[c.scenario]} | {c.size} ({payload_bytes(c.size)} B) "
             f"| {c.messages:,} | {_rate(fw.get('msg_per_s'))} | {_rate(base.get('msg_per_s'))} "
             f"| {'-' if ratio is None else f'{ratio:.2f}x'} "
-            f"| {'-' if over is None else f'{over:+.1f}'} |"
+            f"| {'-' if over is None else f'{over:+.1f}'} "
+            f"| {fw.get('cpu_us_per_msg', 0):.1f} / {base.get('cpu_us_per_msg', 0):.1f} "
+            f"| {'-' if c.cpu_ratio is None else f'{c.cpu_ratio:.2f}x'} |"
         )
     latency = [c for c in cases if c.is_latency]
     if latency:
