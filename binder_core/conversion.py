@@ -99,10 +99,13 @@ def decoder_for(target: Any, content_type: str, converters: Mapping[str, Convert
         return _guard(converter.decode, mt) if converter is not None and mt != OCTET else bytes
     adapter = _adapter(target)
     if is_json(mt):
+        # The core validator itself: TypeAdapter.validate_json only forwards its defaults
+        # to it, one more Python call per message.
+        validate_json = adapter.validator.validate_json
 
         def from_json(payload: bytes) -> Any:
             try:
-                return adapter.validate_json(payload)
+                return validate_json(payload)
             except ValidationError as exc:
                 raise ConversionError(_describe(exc, target)) from None
 
@@ -148,7 +151,7 @@ def encoder_for(content_type: str, converters: Mapping[str, Converter]) -> Encod
     """
     mt = media_type(content_type)
     if is_json(mt):
-        encode: Callable[[Any], bytes] = _json_dumps
+        encode: Callable[[Any], bytes] = pydantic_core.to_json
     else:
         converter = converters.get(mt)
         if converter is None:
@@ -161,14 +164,33 @@ def encoder_for(content_type: str, converters: Mapping[str, Converter]) -> Encod
             def encode(value: Any) -> bytes:
                 return raw(pydantic_core.to_jsonable_python(value))
 
-    def to_bytes(value: Any) -> bytes:
+    return ToBytes(encode, mt)
+
+
+class ToBytes:
+    """The encoder of one output binding: ``bytes`` and ``str`` as they are, anything else
+    through ``encode_object`` (the content type's converter), with errors that name the
+    problem.
+
+    ``encode_object`` is public so the per-message path (``Output``) can call the converter
+    itself for values it knows are neither bytes nor str, one Python call fewer per
+    message, and come back here only when it raises.
+    """
+
+    __slots__ = ("encode_object", "media_type")
+
+    def __init__(self, encode_object: Callable[[Any], bytes], media_type: str) -> None:
+        self.encode_object = encode_object
+        self.media_type = media_type
+
+    def __call__(self, value: Any) -> bytes:
         if isinstance(value, bytes):
             return value
         if isinstance(value, str):
             return value.encode("utf-8")
         try:
-            return encode(value)
+            return self.encode_object(value)
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
-            raise ConversionError(f"cannot encode {type(value).__name__} as {mt}: {exc}") from None
-
-    return to_bytes
+            raise ConversionError(
+                f"cannot encode {type(value).__name__} as {self.media_type}: {exc}"
+            ) from None

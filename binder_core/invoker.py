@@ -26,30 +26,60 @@ log = logging.getLogger(__name__)
 Apply = Callable[[Any], Awaitable[list[Any]]]
 
 
+#: Distinct ``contentType`` header values whose decoder is remembered per binding.
+_DECODER_CACHE = 64
+
+
 def argument_maker(
     info: FunctionInfo, content_type: str, converters: dict[str, Converter]
 ) -> Callable[[Message[bytes]], Any]:
     """Message -> the argument the function declares. A message's own ``contentType``
-    header wins over the binding's, as in Spring."""
+    header wins over the binding's, as in Spring.
+
+    The decoder is looked up by the header's exact value in a small per-binding table, so a
+    stream whose messages all carry the same header parses it once, not once per message.
+    """
     default = decoder_for(info.input_type, content_type, converters)
     default_mt = media_type(content_type)
-    by_type: dict[str, Decoder] = {}
+    by_header: dict[Any, Decoder] = {}
+
+    def resolve(ct: Any) -> Decoder:
+        mt = media_type(ct)
+        if mt == default_mt or (mt not in converters and not mt.endswith("+json")):
+            found = default
+        else:
+            found = decoder_for(info.input_type, mt, converters)
+        try:
+            if len(by_header) < _DECODER_CACHE:
+                by_header[ct] = found
+        except TypeError:  # an unhashable header value: decided afresh each time
+            pass
+        return found
 
     def decoder(msg: Message[bytes]) -> Decoder:
         ct = msg.headers.get(CONTENT_TYPE)
         if ct is None:
             return default
-        mt = media_type(ct)
-        if mt == default_mt or (mt not in converters and not mt.endswith("+json")):
-            return default
-        found = by_type.get(mt)
-        if found is None:
-            found = by_type[mt] = decoder_for(info.input_type, mt, converters)
-        return found
+        try:
+            found = by_header.get(ct)
+        except TypeError:
+            found = None
+        return found if found is not None else resolve(ct)
 
     if info.wants_message:
         return lambda msg: Message(decoder(msg)(msg.payload), msg.headers, msg.key, msg.partition)
-    return lambda msg: decoder(msg)(msg.payload)
+
+    def argument(msg: Message[bytes]) -> Any:
+        ct = msg.headers.get(CONTENT_TYPE)
+        if ct is None:
+            return default(msg.payload)
+        try:
+            found = by_header.get(ct)
+        except TypeError:
+            found = None
+        return (found if found is not None else resolve(ct))(msg.payload)
+
+    return argument
 
 
 def _call_sync(part: FunctionInfo, value: Any, out: list[Any]) -> None:
@@ -73,11 +103,8 @@ async def _call(part: FunctionInfo, value: Any, out: list[Any]) -> None:
         _call_sync(part, value, out)
 
 
-def compose(definition: Definition, blocking: bool) -> Apply:
-    """``value -> outputs`` through every function of a composition. ``None`` ends the
-    chain for that value (a filter); a generator fans out."""
-    parts = definition.parts
-    all_sync = all(not (p.is_async or p.is_async_generator) for p in parts)
+def _chain(parts: tuple[FunctionInfo, ...]) -> Callable[[Any], list[Any]]:
+    """``value -> outputs`` through synchronous functions, on the calling thread."""
 
     def run_sync(value: Any) -> list[Any]:
         values = [value]
@@ -89,6 +116,20 @@ def compose(definition: Definition, blocking: bool) -> Apply:
             if not values:
                 break
         return values
+
+    return run_sync
+
+
+def _all_sync(definition: Definition) -> bool:
+    return all(not (p.is_async or p.is_async_generator) for p in definition.parts)
+
+
+def compose(definition: Definition, blocking: bool) -> Apply:
+    """``value -> outputs`` through every function of a composition. ``None`` ends the
+    chain for that value (a filter); a generator fans out."""
+    parts = definition.parts
+    all_sync = _all_sync(definition)
+    run_sync = _chain(parts)
 
     if all_sync and blocking:
 
@@ -120,6 +161,26 @@ def compose(definition: Definition, blocking: bool) -> Apply:
     return run_async
 
 
+def compose_sync(definition: Definition, blocking: bool) -> Callable[[Any], list[Any]] | None:
+    """What ``compose`` builds, without the coroutine, when every part is a plain function
+    run on the loop: the hot path then calls it directly instead of creating and awaiting
+    a coroutine per message. None when some part must be awaited or sent to a thread."""
+    if blocking or not _all_sync(definition):
+        return None
+    return _chain(definition.parts)
+
+
+def single_function(definition: Definition, blocking: bool) -> Callable[[Any], Any] | None:
+    """The user function itself, when the definition is one plain ``def`` returning one
+    value (the common case): no composition machinery is needed per message."""
+    if blocking or len(definition.parts) != 1:
+        return None
+    part = definition.parts[0]
+    if part.is_async or part.is_generator or part.is_async_generator or part.reactive:
+        return None
+    return part.fn
+
+
 class Invoker:
     """Builds the ``Handle`` a binder calls for one consumer binding."""
 
@@ -140,6 +201,8 @@ class Invoker:
         self.output = output
         self._arg = argument_maker(definition.first, content_type, converters)
         self._apply = compose(definition, blocking)
+        self._run_sync = compose_sync(definition, blocking)
+        self._single = single_function(definition, blocking)
         self._batch = batch or definition.first.batch
         self._stream = (
             StreamDriver(definition.first, blocking) if definition.first.reactive else None
@@ -160,31 +223,55 @@ class Invoker:
                 await self.output.send([self.output.message(v) for v in produced])
 
     async def _handle(self, batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
+        # The hot path: one pass over the batch with everything bound to locals, the user
+        # function called directly when it is a plain ``def``; only a failure leaves it for
+        # the retry loop. Outputs are sent together, once, after the whole batch.
         outcomes: list[Outcome] = []
         pending: list[Message[bytes]] = []
         spans: list[int] = []  # end index in pending of each message's outputs
         to_wire = self.output.message if self.output is not None else None
-        arg, apply, policy = self._arg, self._apply, self.policy
+        arg, single, run_sync = self._arg, self._single, self._run_sync
+        add_outcome, add_span, add_output = outcomes.append, spans.append, pending.append
         for msg in batch:
-            attempt = 1
-            while True:
-                try:
-                    values = await apply(arg(msg))
-                    if to_wire is not None:
+            try:
+                if single is not None:
+                    value = single(arg(msg))
+                    if value is not None and to_wire is not None:
+                        add_output(to_wire(value))
+                else:
+                    values = (
+                        run_sync(arg(msg)) if run_sync is not None else await self._apply(arg(msg))
+                    )
+                    if to_wire is not None and values:
                         pending.extend([to_wire(v) for v in values])
-                    outcomes.append(None)
-                    break
-                except Exception as exc:
-                    if not policy.should_retry(exc, attempt):
-                        self._failed(exc, attempt)
-                        outcomes.append(exc)
-                        break
-                    await self._back_off(exc, attempt)
-                    attempt += 1
-            spans.append(len(pending))
+                add_outcome(None)
+            except Exception as exc:
+                add_outcome(await self._retry(msg, exc, pending))
+            add_span(len(pending))
         if pending:
             await self._send(pending, spans, outcomes)
         return outcomes
+
+    async def _retry(
+        self, msg: Message[bytes], exc: Exception, pending: list[Message[bytes]]
+    ) -> Outcome:
+        """Attempt 1 failed with ``exc``: retry with back-off until it works (its outputs
+        join ``pending``) or the policy gives up (the final error is returned)."""
+        to_wire = self.output.message if self.output is not None else None
+        attempt = 1
+        while True:
+            if not self.policy.should_retry(exc, attempt):
+                self._failed(exc, attempt)
+                return exc
+            await self._back_off(exc, attempt)
+            attempt += 1
+            try:
+                values = await self._apply(self._arg(msg))
+                if to_wire is not None:
+                    pending.extend([to_wire(v) for v in values])
+                return None
+            except Exception as again:
+                exc = again
 
     async def _handle_batch(self, batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
         attempt = 1

@@ -3,21 +3,26 @@ binder's producer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from binder_core.conversion import Encoder
+from binder_core.conversion import Encoder, ToBytes
 from binder_core.expression import compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
 from binder_core.spi import Producer
+
+#: Values that do not go straight to the converter: bytes and str are sent as they are,
+#: a returned Message brings its own headers.
+_NOT_DIRECT = (bytes, str, Message)
 
 
 class Output:
     """Turns what a function returned into ``Message[bytes]`` and sends batches of them.
 
     Everything that does not depend on the value (content type, key expression, partition
-    count) is resolved here once, so ``message()`` is the only per-value work.
+    count) is resolved here once, so ``message(value)``, the wire message for one returned
+    value (a returned ``Message`` keeps its headers), is the only per-value work.
     """
 
     def __init__(
@@ -40,9 +45,38 @@ class Output:
             else None
         )
         self._count = props.partition_count
+        #: ``message`` is called once per output value: without a key expression it is a
+        #: closure over what it needs, rather than a method looking up attributes.
+        self.message: Callable[[Any], Message[bytes]] = (
+            self._keyed_message if self._key is not None else self._plain(encoder, content_type)
+        )
 
-    def message(self, value: Any) -> Message[bytes]:
-        """The wire message for one returned value (a ``Message`` keeps its headers)."""
+    def _plain(self, encode: Encoder, content_type: str) -> Callable[[Any], Message[bytes]]:
+        keyed = self._keyed_message
+        if not isinstance(encode, ToBytes):
+
+            def message(value: Any) -> Message[bytes]:
+                if isinstance(value, Message):
+                    return keyed(value)
+                return Message(encode(value), {CONTENT_TYPE: content_type})
+
+            return message
+        direct = encode.encode_object
+
+        def direct_message(value: Any) -> Message[bytes]:
+            if isinstance(value, _NOT_DIRECT):
+                if isinstance(value, Message):
+                    return keyed(value)
+                return Message(encode(value), {CONTENT_TYPE: content_type})
+            try:
+                payload = direct(value)
+            except Exception:
+                payload = encode(value)  # raises the error that names the problem
+            return Message(payload, {CONTENT_TYPE: content_type})
+
+        return direct_message
+
+    def _keyed_message(self, value: Any) -> Message[bytes]:
         if isinstance(value, Message):
             payload, headers = value.payload, dict(value.headers)
             headers.setdefault(CONTENT_TYPE, self._content_type)

@@ -34,7 +34,10 @@ class BatchingSender:
 
     async def add(self, values: list[Any]) -> None:
         """Queue values for sending; wait while too many are unconfirmed."""
-        self._buffer.extend(self._output.message(v) for v in values)
+        # One by one, so that values before one that cannot be encoded are still sent.
+        message, buffer = self._output.message, self._buffer
+        for value in values:
+            buffer.append(message(value))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
         elif len(self._buffer) >= self._max:
@@ -115,18 +118,29 @@ class SupplierRunner:
     async def _from_generator(self) -> None:
         started = time.monotonic()
         generator = self._first.fn()
+        rest, chunk = self._rest, []
         try:
-            for count, value in enumerate(generator, start=1):
-                await self._emit(value)
-                # A sync generator never yields to the loop by itself: let others run now
-                # and then, and stop promptly when asked.
-                if count % MAX_BATCH == 0 or time.monotonic() - started > _LINGER:
+            # A sync generator never yields to the loop by itself: what it makes is handed
+            # on in chunks, at MAX_BATCH values or _LINGER seconds, which is also when the
+            # loop lets others run (and a stop is noticed). No coroutine per value.
+            for value in generator:
+                if value is not None:
+                    if rest is None:
+                        chunk.append(value)
+                    else:
+                        chunk.extend(await rest(value))
+                if len(chunk) >= MAX_BATCH or time.monotonic() - started > _LINGER:
+                    if chunk:
+                        ready, chunk = chunk, []
+                        await self._sender.add(ready)
                     await asyncio.sleep(0)
                     started = time.monotonic()
-                if self.stopping:
-                    break
+                    if self.stopping:
+                        break
         finally:
             generator.close()  # its finally blocks run now, not at garbage collection
+            if chunk:  # what was made before the end (or an error) is sent all the same
+                await self._sender.add(chunk)
 
     async def _from_async_generator(self) -> None:
         agen = self._first.fn()

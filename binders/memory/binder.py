@@ -183,9 +183,9 @@ class MemoryBinding:
     async def _dead_letter(
         self, batch: Sequence[Message[bytes]], outcomes: Sequence[Exception | None]
     ) -> None:
+        if outcomes.count(None) == len(outcomes):
+            return  # the usual case, decided without a Python loop over the batch
         failed = [(m, e) for m, e in zip(batch, outcomes, strict=True) if e is not None]
-        if not failed:
-            return
         if not self._ext.enable_dlq:
             for _, exc in failed:
                 log.error(
