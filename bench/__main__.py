@@ -90,9 +90,17 @@ async def run(
                     )
                     case = report.Case(name, scenario, size, n, plan.rate if latency else 0)
                     for r in range(plan.repeats):
-                        case.framework.append(await suite.framework(scenario, size, n, plan.rate))
-                        case.baseline.append(await suite.baseline(scenario, size, n, plan.rate))
-                        a, b = case.framework[-1], case.baseline[-1]
+                        try:
+                            a = await suite.framework(scenario, size, n, plan.rate)
+                            b = await suite.baseline(scenario, size, n, plan.rate)
+                        except Exception as exc:
+                            # A broker restarted by someone else's test, say: the repeat
+                            # is reported as failed, never silently averaged away.
+                            case.errors.append(f"repeat {r + 1}: {type(exc).__name__}: {exc}")
+                            _say(f"{name:6} {TITLES[scenario]:24} {size:6} #{r + 1}: FAILED {exc}")
+                            continue
+                        case.framework.append(a)
+                        case.baseline.append(b)
                         detail = (
                             f"p50 {report._latency(a)['p50_ms']:.2f} ms vs "
                             f"{report._latency(b)['p50_ms']:.2f} ms"
@@ -140,6 +148,9 @@ def _summary(document: dict[str, Any]) -> str:
     ]
     for name, why in document["skipped"].items():
         lines.append(f"\n{name}: skipped ({why})")
+    for case in document["cases"]:
+        for error in case.get("errors", []):
+            lines.append(f"\nFAILED {case['binder']} {case['scenario']} {case['payload']}: {error}")
     s = document.get("startup")
     if s:
         rss = ", ".join(f"{k} {v:.1f} MiB" for k, v in s["idle_rss_mib"].items())
@@ -190,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not report.chart(args.out / "latest.png", cases, title):
         _say("matplotlib is not installed (pip install -e '.[bench]'): no chart written")
-    return 0
+    return 1 if any(c.errors for c in cases) else 0
 
 
 if __name__ == "__main__":

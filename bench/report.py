@@ -41,6 +41,7 @@ class Case:
     rate: int = 0  # latency runs: messages per second offered
     framework: list[Measure] = field(default_factory=list)
     baseline: list[Measure] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     @property
     def is_latency(self) -> bool:
@@ -93,6 +94,7 @@ class Case:
             "messages": self.messages,
             "framework": self.medians("framework"),
             "baseline": self.medians("baseline"),
+            "errors": self.errors,
         }
         if self.is_latency:
             out["offered_rate"] = self.rate
