@@ -186,10 +186,9 @@ class App:
                 await asyncio.wait_for(asyncio.shield(task), SUPPLIER_GRACE)
             except TimeoutError:
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-            except BaseException:
-                pass
+                await asyncio.wait([task])  # its cancellation, not ours: do not re-raise it
+            except Exception:
+                pass  # the supplier's own failure, already logged by _supplier_done
         self._suppliers.clear()
         for name, binding in list(self.bindings.items()):
             try:

@@ -622,8 +622,7 @@ class BinderConformance:
             release.set()
         if not task.done():
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await asyncio.wait([task])
         assert peak_growth < size * count / 2, (
             f"memory grew by {peak_growth / 2**20:.1f} MiB while a consumer held back "
             f"{size * count / 2**20:.0f} MiB"
