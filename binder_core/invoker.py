@@ -232,6 +232,15 @@ class Invoker:
         to_wire = self.output.message if self.output is not None else None
         arg, single, run_sync = self._arg, self._single, self._run_sync
         add_outcome, add_span, add_output = outcomes.append, spans.append, pending.append
+        if single is not None and to_wire is None:
+            # A plain consumer: no outputs to track.
+            for msg in batch:
+                try:
+                    single(arg(msg))
+                    add_outcome(None)
+                except Exception as exc:
+                    add_outcome(await self._retry(msg, exc, pending))
+            return outcomes
         for msg in batch:
             try:
                 if single is not None:

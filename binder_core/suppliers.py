@@ -123,13 +123,16 @@ class SupplierRunner:
             # A sync generator never yields to the loop by itself: what it makes is handed
             # on in chunks, at MAX_BATCH values or _LINGER seconds, which is also when the
             # loop lets others run (and a stop is noticed). No coroutine per value.
-            for value in generator:
+            for made, value in enumerate(generator, start=1):
                 if value is not None:
                     if rest is None:
                         chunk.append(value)
                     else:
                         chunk.extend(await rest(value))
-                if len(chunk) >= MAX_BATCH or time.monotonic() - started > _LINGER:
+                # The clock is read every 16 values: a value takes microseconds at least.
+                if len(chunk) >= MAX_BATCH or (
+                    not made & 15 and time.monotonic() - started > _LINGER
+                ):
                     if chunk:
                         ready, chunk = chunk, []
                         await self._sender.add(ready)
