@@ -64,10 +64,10 @@ class Collector:
     entered: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __call__(self, batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
+        self.batches.append(len(batch))
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
-        self.batches.append(len(batch))
         out: list[Outcome] = []
         for m in batch:
             exc = self.fail(m)

@@ -104,23 +104,23 @@ async def test_groups_each_get_everything_and_members_of_a_group_share(
     one, two = await new_binder(), await new_binder()
     first = Collector(gate=asyncio.Event())  # holds its first batch until told
     second, audit = Collector(), Collector()
-    small = consumer_ext(batch_size=10)
     await two.consumer(ConsumerSpec("c", dest, "audit"), audit)
-    await one.consumer(ConsumerSpec("a", dest, "work", extension=small), first)
+    await one.consumer(ConsumerSpec("a", dest, "work"), first)
     assert first.gate is not None
     try:
         producer = await one.producer(ProducerSpec("out", dest))
         await producer.send(texts(10))
-        await first.entered.wait()  # member one holds 10 entries, unacknowledged
-        await two.consumer(ConsumerSpec("b", dest, "work", extension=small), second)
+        await first.entered.wait()  # member one holds its batch, unacknowledged
+        held = first.batches[0]
+        await two.consumer(ConsumerSpec("b", dest, "work"), second)
         await producer.send(texts(300, 10))
-        await second.wait_for(290)
+        await second.wait_for(300 - held)
         await audit.wait_for(300)
     finally:
         first.gate.set()
-    await first.wait_for(10)
+    await first.wait_for(held)
     assert sorted(first.payloads + second.payloads) == sorted(m.payload for m in texts(300))
-    assert len(first.payloads) == 10 and len(second.payloads) == 290
+    assert len(first.payloads) == held and len(second.payloads) == 300 - held
     assert sorted(audit.payloads) == sorted(m.payload for m in texts(300))
     await eventually(lambda: _pending_is(admin, dest, "work", 0), "work acknowledged")
     assert await admin.pending(dest, "audit") == 0
@@ -169,7 +169,7 @@ async def test_required_groups_keep_what_is_sent_before_their_consumer(
     assert out.payloads == [m.payload for m in texts(20)]
 
 
-async def test_a_new_group_starts_at_the_end_unless_told_earliest(
+async def test_a_new_group_starts_at_the_beginning_unless_told_latest(
     binder: Any, admin: Admin, unique_name: Namer
 ) -> None:
     dest = unique_name("start")
@@ -177,16 +177,33 @@ async def test_a_new_group_starts_at_the_end_unless_told_earliest(
     producer = await binder.producer(ProducerSpec("out", dest))
     await producer.send(texts(3))
     latest, earliest = Collector(), Collector()
-    await binder.consumer(ConsumerSpec("a", dest, "latest"), latest)
     await binder.consumer(
-        ConsumerSpec("b", dest, "earliest", extension=consumer_ext(start_offset="earliest")),
-        earliest,
+        ConsumerSpec("a", dest, "latest", extension=consumer_ext(start_offset="latest")), latest
     )
+    await binder.consumer(ConsumerSpec("b", dest, "earliest"), earliest)
     await producer.send(texts(5, 3))
     await earliest.wait_for(5)
     await latest.wait_for(2)
     assert latest.payloads == [b"m3", b"m4"]
     assert earliest.payloads == [m.payload for m in texts(5)]
+
+
+async def test_consumers_follow_partitions_a_producer_declares_later(
+    binder: Any, admin: Admin, unique_name: Namer
+) -> None:
+    dest = unique_name("later-parts")
+    admin.track(dest)
+    ext = consumer_ext(claim_interval=50)  # also how often partitions are looked up
+    out = Collector()
+    await binder.consumer(ConsumerSpec("in", dest, "g", extension=ext), out)
+    plain = await binder.producer(ProducerSpec("plain", dest))
+    await plain.send(texts(2))
+    await out.wait_for(2)
+    parted = await binder.producer(ProducerSpec("out", dest, ProducerProperties(partition_count=3)))
+    await parted.send([Message(f"p{i}".encode(), {}, i, i % 3) for i in range(30)])
+    await out.wait_for(32)
+    assert sorted(out.payloads) == sorted([b"m0", b"m1", *(f"p{i}".encode() for i in range(30))])
+    assert {m.partition for m in out.messages[2:]} == {0, 1, 2}
 
 
 async def test_pause_stops_fetching_until_resume(
@@ -314,10 +331,14 @@ async def test_stop_finishes_and_acknowledges_the_batch_in_flight(
     finally:
         out.gate.set()
     await stopping
-    assert len(out.messages) == 7
-    assert await admin.pending(dest, "g") == 0
+    held = out.batches[0]
+    assert len(out.messages) == held, "the batch in flight was finished, nothing more taken"
+    assert await admin.pending(dest, "g") == 0, "and acknowledged"
     groups = await admin.groups(dest)
     assert groups["g"]["consumers"] == 0, "a consumer that holds nothing is removed"
+    await binding.start()
+    await out.wait_for(7)
+    assert out.payloads == [m.payload for m in texts(7)]
 
 
 async def test_stop_of_an_idle_binding_is_immediate(

@@ -41,8 +41,9 @@ from binder_redis.settings import (
 
 log = logging.getLogger(__name__)
 
-#: XGROUP CREATE start id of groups a producer's required-groups creates.
-LATEST = b"$"
+#: XGROUP CREATE start id of groups a producer's required-groups creates: the beginning,
+#: so even what was sent before the producer bound is kept for them.
+EARLIEST = b"0"
 
 
 class RedisUnavailableError(BinderException):
@@ -212,6 +213,20 @@ class RedisBinder:
             return [self.key(destination)]
         return [self.key(f"{destination}-{p}") for p in range(partitions)]
 
+    def _partitions_key(self, destination: str) -> bytes:
+        return self.key(f"{destination}.partitions")
+
+    async def partitions_of(self, destination: str) -> int:
+        """The partition count producers declared for a destination; 0 if none did."""
+        raw = await self.control(b"GET", self._partitions_key(destination))
+        return int(raw) if isinstance(raw, bytes) and raw.isdigit() else 0
+
+    async def declare_partitions(self, destination: str, count: int) -> None:
+        """Record a producer's partition-count, so consumers find the partition streams
+        (the largest count declared wins)."""
+        if await self.partitions_of(destination) < count:
+            await self.control(b"SET", self._partitions_key(destination), str(count).encode())
+
     async def create_group(self, key: bytes, group: str, start: bytes) -> bool:
         """XGROUP CREATE ... MKSTREAM; False when the group exists (it keeps its position)."""
         try:
@@ -241,10 +256,13 @@ class RedisBinder:
     async def producer(self, spec: ProducerSpec) -> Producer:
         ext = spec.extension
         ext = ext if isinstance(ext, RedisProducerProperties) else RedisProducerProperties()
-        keys = self.keys(spec.destination, spec.properties.partition_count)
+        count = spec.properties.partition_count
+        keys = self.keys(spec.destination, count)
+        if count > 1:
+            await self.declare_partitions(spec.destination, count)
         for group in spec.properties.required_groups:
             for key in keys:
-                await self.create_group(key, group, LATEST)
+                await self.create_group(key, group, EARLIEST)
         producer = RedisProducer(self, spec.destination, keys, ext)
         self._producers.append(producer)
         return producer

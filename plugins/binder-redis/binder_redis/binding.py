@@ -22,11 +22,12 @@ out, having delivered nothing), so a stop never strands entries in a dead read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -84,29 +85,16 @@ class RedisBinding:
         self.handle = handle
         props = spec.properties
         self.partitioned = props.partitioned
-        count, index = props.instance_count or 1, props.instance_index or 0
-        dest = spec.destination
-        if props.partitioned:
-            parts = range(ext.partition_count or count)
-            self.streams: list[tuple[bytes, int | None]] = [
-                (binder.key(f"{dest}-{p}"), p) for p in parts if p % count == index
-            ]
-            if not self.streams:
-                raise BinderException(
-                    f"binding {self.name}: instance-index {index} of {count} owns none of the "
-                    f"{ext.partition_count} partitions of '{dest}'"
-                )
-        elif (ext.partition_count or 1) > 1:
-            keys = binder.keys(dest, ext.partition_count or 1)
-            self.streams = [(k, p) for p, k in enumerate(keys)]
-        else:
-            self.streams = [(binder.key(dest), None)]
+        self.instance_count = props.instance_count or 1
+        self.instance_index = props.instance_index or 0
+        self.streams: list[tuple[bytes, int | None]] = []
+        self.partitions = 0
         self.anonymous = spec.group is None
         self.group = spec.group or self._anonymous_group()
         self.start_id = (
             _EARLIEST if ext.start_offset == "earliest" and not self.anonymous else _LATEST
         )
-        self.dlq_name = ext.dlq_name or f"{dest}.{spec.group or 'anonymous'}.dlq"
+        self.dlq_name = ext.dlq_name or f"{spec.destination}.{spec.group or 'anonymous'}.dlq"
         self.dlq_key = binder.key(self.dlq_name)
         # Unique per binding instance, kept across stop/start so a restarted binding finds
         # the entries it still holds.
@@ -116,6 +104,9 @@ class RedisBinding:
         self.resumed = asyncio.Event()
         self._workers: list[_Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None
+        self._halt_watcher = asyncio.Event()
+        self._reshaping = asyncio.Lock()
 
     @staticmethod
     def _anonymous_group() -> str:
@@ -125,10 +116,33 @@ class RedisBinding:
     def state(self) -> BindingState:
         return self._state
 
+    def _layout(self, partitions: int) -> list[tuple[bytes, int | None]]:
+        """The streams this binding reads when the destination has ``partitions``.
+
+        The plain stream always (a producer without partition-count writes there; of the
+        partitioned instances, index 0 reads it), plus every partition stream, or a
+        partitioned instance's own ones: partition p belongs to p % instance-count.
+        """
+        b, dest = self.binder, self.spec.destination
+        parts = [(b.key(f"{dest}-{p}"), p) for p in range(partitions)] if partitions > 1 else []
+        plain: list[tuple[bytes, int | None]] = [(b.key(dest), None)]
+        if not self.partitioned:
+            return plain + parts
+        mine = [s for s in parts if s[1] % self.instance_count == self.instance_index]
+        return (plain if self.instance_index == 0 else []) + mine
+
+    async def _partition_count(self) -> int:
+        declared = self.ext.partition_count or await self.binder.partitions_of(
+            self.spec.destination
+        )
+        return declared or (self.instance_count if self.partitioned else 1)
+
     async def provision(self, force: bool = False) -> None:
         """Create the group on each stream (MKSTREAM), unless it exists."""
         if self._provisioned and not force:
             return
+        self.partitions = await self._partition_count()
+        self.streams = self._layout(self.partitions)
         for key, _ in self.streams:
             await self.binder.create_group(key, self.group, self.start_id)
         self._provisioned = True
@@ -139,25 +153,94 @@ class RedisBinding:
         await self.provision()
         self._state = BindingState.RUNNING
         self.resumed.set()
-        n = min(self.spec.properties.concurrency, len(self.streams))
+        self._start_workers()
+        await self._until_ready()
+        if self.ext.partition_count is None:
+            self._halt_watcher.clear()
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch_partitions(), name=f"redis:{self.name}:partitions"
+            )
+
+    def _start_workers(self) -> None:
+        concurrency = self.spec.properties.concurrency
+        if not self.streams:
+            log.warning(
+                "binding %s: instance %d of %d owns none of the %d partition(s) of '%s' yet",
+                self.name,
+                self.instance_index,
+                self.instance_count,
+                self.partitions,
+                self.spec.destination,
+            )
+            return
         if self.partitioned:
-            # A partition is read by one worker only, so its order holds.
-            if n < self.spec.properties.concurrency:
-                log.warning(
-                    "binding %s: concurrency %d > %d partition stream(s); using %d",
-                    self.name,
-                    self.spec.properties.concurrency,
-                    len(self.streams),
-                    n,
-                )
+            # A stream is read by one worker only, so each partition's order holds.
+            n = min(concurrency, len(self.streams))
             shares = [self.streams[i::n] for i in range(n)]
         else:
-            shares = [self.streams] * self.spec.properties.concurrency
+            shares = [self.streams] * concurrency
         self._workers = [_Worker(self, i, share) for i, share in enumerate(shares)]
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(w.run(), name=f"redis:{self.name}:{w.index}") for w in self._workers
         ]
+
+    async def _until_ready(self) -> None:
+        """Wait until every worker waits for new entries (bounded: if Redis is away, the
+        workers keep trying on their own and nothing sent meanwhile is lost)."""
+        waits = [asyncio.ensure_future(w.ready.wait()) for w in self._workers]
+        if not waits:
+            return
+        _, pending = await asyncio.wait(waits, timeout=self.binder.environment.socket_timeout)
+        for w in pending:
+            w.cancel()
+        if pending:
+            log.warning("binding %s: not reading yet; still trying", self.name)
+
+    async def _stop_workers(self) -> None:
+        """Let every worker finish (and acknowledge) its batch, then release them."""
+        for worker in self._workers:
+            worker.halt()
+        tasks = self._tasks
+        await self._interrupt_reads(lambda: all(t.done() for t in tasks))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for worker in self._workers:
+            await worker.retire()
+        self._workers, self._tasks = [], []
+
+    async def _watch_partitions(self) -> None:
+        """Follow a producer that declares (more) partitions after this binding started:
+        their streams are added, their groups starting at 0 (nothing sent to them can
+        predate this subscription)."""
+        ext = self.ext
+        every = (ext.claim_interval or ext.claim_idle // 2) / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt_watcher.wait(), every)
+            if self._halt_watcher.is_set():
+                return
+            try:
+                known = await self.binder.partitions_of(self.spec.destination)
+                if known <= self.partitions:
+                    continue
+                async with self._reshaping:
+                    if self._state is BindingState.STOPPED:
+                        return
+                    layout = self._layout(known)
+                    for key, _ in layout:
+                        if (key, _) not in self.streams:
+                            await self.binder.create_group(key, self.group, _EARLIEST)
+                    log.info(
+                        "binding %s: '%s' now has %d partitions",
+                        self.name,
+                        self.spec.destination,
+                        known,
+                    )
+                    await self._stop_workers()
+                    self.partitions, self.streams = known, layout
+                    self._start_workers()
+            except _ADMIN_ERRORS as exc:
+                log.debug("binding %s: partition check failed: %s", self.name, exc)
 
     async def pause(self) -> None:
         if self._state is not BindingState.RUNNING:
@@ -177,18 +260,18 @@ class RedisBinding:
             return
         self._state = BindingState.STOPPED
         self.resumed.set()
+        self._halt_watcher.set()
         for worker in self._workers:
-            worker.wake()
-        tasks = self._tasks
-        await self._interrupt_reads(lambda: all(t.done() for t in tasks))
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for worker in self._workers:
-            await worker.retire()
-        self._workers, self._tasks = [], []
+            worker.halt()
+        async with self._reshaping:
+            if self._watcher is not None:
+                await asyncio.gather(self._watcher, return_exceptions=True)
+                self._watcher = None
+            await self._stop_workers()
         if self.anonymous:
             await self._destroy_group()
 
-    async def _interrupt_reads(self, done: Any) -> None:
+    async def _interrupt_reads(self, done: Callable[[], bool]) -> None:
         """CLIENT UNBLOCK every worker waiting in XREADGROUP until ``done()``: a read sent
         but not yet blocking when we look is caught on the next round."""
         while not done():
@@ -224,6 +307,10 @@ class _Worker:
         self.client_id: int | None = None
         self.reading = False
         self.busy = False
+        self.halted = False
+        #: Set once the worker first waits for new entries: from then on, an entry added to
+        #: its streams can be served to it (start() returns only then, as a subscribe would).
+        self.ready = asyncio.Event()
         self._wake: asyncio.Future[None] | None = None
         self._cursors: dict[bytes, bytes] = {}
         group = binding.group.encode()
@@ -236,10 +323,26 @@ class _Worker:
         self._read_head = (b"XREADGROUP", b"GROUP", group, self.name, b"COUNT", count, b"BLOCK")
         self._read_tail = (b"STREAMS", *self.keys, *[b">"] * ids)
 
+    def halt(self) -> None:
+        """Finish the batch in hand (if any), then end."""
+        self.halted = True
+        self.wake()
+
     def wake(self) -> None:
         """Cut a back-off pause short (stop)."""
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+    async def _while_paused(self) -> None:
+        """Until resumed, stopped, or halted (the binding is reshaped)."""
+        resumed: asyncio.Future[Any] = asyncio.ensure_future(self.binding.resumed.wait())
+        wake: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._wake = wake
+        try:
+            await asyncio.wait([resumed, wake], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            resumed.cancel()
+            self._wake = None
 
     async def _pause(self, seconds: float) -> None:
         self._wake = asyncio.get_running_loop().create_future()
@@ -259,9 +362,9 @@ class _Worker:
         takeover = b.partitioned  # our partitions are ours alone: take over all they hold
         backlog = True
         failures = 0
-        while b.state is not BindingState.STOPPED:
+        while not (self.halted or b.state is BindingState.STOPPED):
             if b.state is BindingState.PAUSED:
-                await b.resumed.wait()
+                await self._while_paused()
                 continue
             try:
                 if takeover:
@@ -325,9 +428,11 @@ class _Worker:
         self.client_id = await self.link.client_id()
         self.reading = True
         try:
-            if self.binding.state is not BindingState.RUNNING:
+            if self.halted or self.binding.state is not BindingState.RUNNING:
                 return None  # paused or stopped while we were getting ready
-            return await self.link.call(*self._read_head, str(block).encode(), *self._read_tail)
+            return await self.link.call(
+                *self._read_head, str(block).encode(), *self._read_tail, on_sent=self.ready.set
+            )
         finally:
             self.reading = False
 

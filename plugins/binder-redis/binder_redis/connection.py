@@ -105,14 +105,16 @@ class Link:
         """Whether the socket is open (it may still turn out dead on the next command)."""
         return bool(self._conn.is_connected)
 
-    async def call(self, *args: bytes) -> Any:
+    async def call(self, *args: bytes, on_sent: Callable[[], None] | None = None) -> Any:
         """One command's reply; an error reply raises ``ResponseError``."""
-        (reply,) = await self.batch((args,))
+        (reply,) = await self.batch((args,), on_sent)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
 
-    async def batch(self, commands: Sequence[Command]) -> list[Any]:
+    async def batch(
+        self, commands: Sequence[Command], on_sent: Callable[[], None] | None = None
+    ) -> list[Any]:
         """Send every command in one write, read every reply. An error reply is returned
         in its place as a ``ResponseError``; a connection error raises (the connection is
         closed then, and nothing tells which commands the server applied)."""
@@ -121,6 +123,8 @@ class Link:
             self._id = None
         try:
             await conn.send_packed_command(pack(commands), check_health=False)
+            if on_sent is not None:
+                on_sent()
             replies: list[Any] = []
             for _ in commands:
                 try:

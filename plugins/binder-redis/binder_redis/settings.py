@@ -83,11 +83,11 @@ class RedisConsumerProperties(Props):
         description="XREADGROUP BLOCK, ms. Stop and pause interrupt it at once "
         "(CLIENT UNBLOCK), so this only bounds how often an idle consumer wakes.",
     )
-    start_offset: Literal["latest", "earliest"] = Field(
-        "latest",
-        description="Where a group this binding creates starts: latest ($, messages sent "
-        "after it exists, as Spring) or earliest (0, the stream's whole history). An existing "
-        "group keeps its position; required-groups creates groups early.",
+    start_offset: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="Where a named group this binding creates starts: earliest (0, the "
+        "stream's whole retained history, as Spring's Kafka binder) or latest ($, only what is "
+        "sent after). An existing group keeps its position; anonymous groups start at latest.",
     )
     claim_idle: int = Field(
         30_000,
@@ -107,8 +107,8 @@ class RedisConsumerProperties(Props):
     partition_count: int | None = Field(
         None,
         ge=1,
-        description="Partition streams <destination>-<n> of the destination; default "
-        "instance-count when partitioned, else 1 (the plain stream <destination>).",
+        description="Partition streams <destination>-<n> of the destination; default: what "
+        "its producers declared (followed as it grows), else instance-count when partitioned.",
     )
 
 
