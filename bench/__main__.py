@@ -194,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = _summary(document)
     print(text)
     report.write_json(args.out / "latest.json", document)
+    (args.out / "latest.md").write_text(text + "\n", encoding="utf-8")
     m = document["machine"]
     title = (
         f"binder benchmark {document['when']}: {m['cores']} cores, Python {m['python']}"

@@ -30,6 +30,7 @@ def run_bench(out: Path, *args: str) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     document: dict[str, Any] = json.loads((out / "latest.json").read_text())
     assert document["table"] in proc.stdout
+    assert document["table"] in (out / "latest.md").read_text()
     return document
 
 
