@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 Item = tuple[str, bytes, BasicProperties]
 
 _UNCONFIRMED, _ACKED, _FAILED, _RETURNED = 0, 1, 2, 3
+_SETTLED = (_ACKED, _FAILED)
 
 
 class _Batch:
@@ -86,19 +87,26 @@ class _Batch:
         elif state == _RETURNED:
             self.status[i] = _FAILED  # the ack of a returned message: it still went nowhere
             self.left -= 1
-        while self.lo < len(self.status) and self.status[self.lo] != _UNCONFIRMED:
+        # Advance past settled messages only: a returned one still awaits its ack.
+        while self.lo < len(self.status) and self.status[self.lo] in _SETTLED:
             self.lo += 1
         return self.left == 0
 
-    def mark_returned(self, routing_key: str, body: bytes, why: str) -> bool:
+    def mark_returned(
+        self, routing_key: str, body: bytes, headers: Any, why: str, exact: bool
+    ) -> bool:
         """Match a returned message to the oldest open message with the same routing key
-        and body. Routing depends on nothing else (bar headers exchanges), so even among
-        identical messages the match is right: they are all returned alike."""
+        and body (and, when ``exact``, the same headers, which a headers exchange routes
+        on). Among identical messages the match is still right: they are routed alike."""
         status, items = self.status, self.items
         for i in range(self.lo, len(items)):
             if status[i] == _UNCONFIRMED:
-                rk, payload, _ = items[i]
-                if rk == routing_key and payload == body:
+                rk, payload, props = items[i]
+                if (
+                    rk == routing_key
+                    and payload == body
+                    and (not exact or (props.headers or None) == (headers or None))
+                ):
                     status[i] = _RETURNED
                     self.reasons[i] = why
                     return True
@@ -184,14 +192,15 @@ class ConfirmChannel:
                         _finish(batch)
                     break
 
-    def _on_return(self, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
+    def _on_return(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         why = (
             f"unroutable: no queue is bound to exchange '{method.exchange}' for routing key "
             f"'{method.routing_key}' ({method.reply_code} {method.reply_text})"
         )
-        for batch in self._open:
-            if batch.mark_returned(method.routing_key, body, why):
-                return
+        for exact in (True, False):
+            for batch in self._open:
+                if batch.mark_returned(method.routing_key, body, props.headers, why, exact):
+                    return
         log.warning("rabbit: a returned message matched no unconfirmed publish: %s", why)
 
     def _on_closed(self, lost: ChannelLost) -> None:

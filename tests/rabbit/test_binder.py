@@ -15,7 +15,7 @@ from binder_core.errors import DeliveryError
 from binder_core.message import Message
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.spi import BindingState, Capability, ConsumerSpec, ProducerSpec
-from binders.rabbit.binder import RabbitBinder
+from binders.rabbit.binder import RabbitBinder, RabbitProducer
 from binders.rabbit.settings import (
     RabbitConsumerProperties,
     RabbitEnvironment,
@@ -536,3 +536,32 @@ async def test_a_deleted_queue_is_declared_again_and_consumed(
     producer = await binder.producer(ProducerSpec("out", dest))
     await producer.send(texts(5))
     await collector.wait_for(5)
+
+
+async def test_returns_on_a_headers_exchange_blame_the_right_message(
+    binder: RabbitBinder, admin: Admin, unique_name: Namer
+) -> None:
+    """Identical bodies and routing keys, different headers: only the message no binding
+    matches is reported, and the other one arrives."""
+    dest = unique_name("hdrs")
+    admin.track(dest, "a")
+    got = Collector()
+    await binder.consumer(
+        ConsumerSpec("in", dest, "a", extension=RabbitConsumerProperties(
+            exchange_type="headers", queue_binding_arguments={"x-match": "all", "kind": "a"})),
+        got,
+    )  # fmt: skip
+    producer = await binder.producer(
+        ProducerSpec("out", dest, extension=RabbitProducerProperties(exchange_type="headers"))
+    )
+    batch = [Message(b"same", {"kind": "a"}), Message(b"same", {"kind": "b"})]
+    with pytest.raises(DeliveryError, match="1 of 2"):
+        await producer.send(batch)
+    await got.wait_for(1)
+    assert got.messages[0].headers["kind"] == "a"
+    # Which one was blamed: the publisher reports failures by position.
+    rabbit = producer
+    assert isinstance(rabbit, RabbitProducer)
+    items = [(dest, m.payload, rabbit.properties(m.headers)) for m in batch]
+    failures = await rabbit._publisher.publish(rabbit.exchange, items, mandatory=True)
+    assert list(failures) == [1], failures
