@@ -338,6 +338,18 @@ class Connection:
         self._conn = conn
         self.generation += 1
         conn.add_on_close_callback(self._on_closed)
+        # A resource alarm (memory, disk) makes RabbitMQ stop reading from publishers: say
+        # so, since sends then wait without any other sign.
+        conn.add_on_connection_blocked_callback(
+            lambda _c, frame: log.warning(
+                "rabbit %s: RabbitMQ blocked this connection (%s); sends wait until it lifts",
+                self.role,
+                getattr(frame.method, "reason", "resource alarm"),
+            )
+        )
+        conn.add_on_connection_unblocked_callback(
+            lambda _c, _frame: log.info("rabbit %s: RabbitMQ unblocked this connection", self.role)
+        )
 
     def _on_closed(self, conn: AsyncioConnection, reason: BaseException) -> None:
         if conn is not self._conn:
