@@ -58,6 +58,9 @@ class ChannelLost(Exception):
         self.permanent = permanent
 
 
+_decode_frame = pika_frame.decode_frame
+_Header = pika_frame.Header
+
 #: Outgoing bytes gathered before they are handed to the socket anyway.
 _COALESCE_LIMIT = 1 << 20
 
@@ -90,8 +93,8 @@ class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
 
     def _read_frame(self) -> tuple[int, Any]:
         # pika decodes a double header as a truncated integer; read such tables again.
-        consumed, value = pika_frame.decode_frame(self._frame_buffer)
-        if type(value) is pika_frame.Header:
+        consumed, value = _decode_frame(self._frame_buffer)
+        if type(value) is _Header:
             table = value.properties.headers
             if table and needs_redecoding(table):
                 # frame header (7 bytes), class, weight, body size (12), then properties

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 from pika import exceptions as pika_exc
 
 from binder_core.deadletter import exception_headers
-from binder_core.message import Message
+from binder_core.message import CONTENT_TYPE, Message
 from binder_core.spi import BindingState, ConsumerSpec, Handle, Outcome
 from binders.rabbit.connection import Chan, ChannelLost
-from binders.rabbit.headers import TableProperties, inbound_headers
+from binders.rabbit.headers import TableProperties
 from binders.rabbit.provisioning import ConsumerQueue
 from binders.rabbit.publisher import Item, Publisher
 from binders.rabbit.settings import RabbitConsumerProperties
@@ -325,6 +325,7 @@ class _Consumer:
     def __init__(self, binding: RabbitBinding, index: int) -> None:
         self.binding = binding
         self.index = index
+        self._partition = binding.partition
         self.chan: Chan | None = None
         self.tag: str | None = None
         self.messages: list[Message[bytes]] = []
@@ -335,8 +336,14 @@ class _Consumer:
         self._wake: asyncio.Future[None] | None = None
 
     def _deliver(self, _ch: Any, method: Any, properties: Any, body: bytes) -> None:
-        headers = inbound_headers(properties)
-        self.messages.append(Message(body, headers, None, self.binding.partition))
+        # The header table, plus contentType from the content_type property (Spring's
+        # place for it) unless the table has its own.
+        table = properties.headers
+        headers = dict(table) if table else {}
+        content_type = properties.content_type
+        if content_type is not None and CONTENT_TYPE not in headers:
+            headers[CONTENT_TYPE] = content_type
+        self.messages.append(Message(body, headers, None, self._partition))
         self.methods.append(method)
         self.props.append(properties)
         wake = self._wake

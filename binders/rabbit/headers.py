@@ -45,17 +45,6 @@ def amqp_value(value: Any) -> Any:
     return str(value)
 
 
-def inbound_headers(properties: Any) -> dict[str, Any]:
-    """A delivery's headers as a message's: the table, plus ``contentType`` from the
-    ``content_type`` property unless the table has its own."""
-    table = properties.headers
-    headers = dict(table) if table else {}
-    content_type = properties.content_type
-    if content_type is not None and CONTENT_TYPE not in headers:
-        headers[CONTENT_TYPE] = content_type
-    return headers
-
-
 def needs_redecoding(table: Mapping[str, Any]) -> bool:
     """Whether pika's reading of a table may be wrong: it returns doubles (and 64-bit
     integers) as its own integer type, and nested tables are not worth inspecting."""
