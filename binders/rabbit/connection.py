@@ -16,19 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
 from pika import exceptions as pika_exc
-from pika import frame as pika_frame
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
 from binder_core.errors import BinderException
-from binders.rabbit.headers import headers_of, needs_redecoding
+from binders.rabbit.adapter import CoalescingConnection
+from binders.rabbit.parameters import describe, parameters
 from binders.rabbit.settings import RabbitEnvironment
 
 log = logging.getLogger(__name__)
@@ -56,63 +54,6 @@ class ChannelLost(Exception):
         super().__init__(text)
         self.code = code
         self.permanent = permanent
-
-
-_decode_frame = pika_frame.decode_frame
-_Header = pika_frame.Header
-
-#: Outgoing bytes gathered before they are handed to the socket anyway.
-_COALESCE_LIMIT = 1 << 20
-
-
-class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
-    """pika's asyncio connection, writing each loop iteration's frames in one go, and
-    reading floating point headers right.
-
-    pika hands every frame (three per published message: method, header, body) to its
-    transport separately, and the transport makes one ``send`` system call per frame:
-    measured here, about half of the CPU time spent publishing. Gathering the frames written
-    during one iteration of the loop and writing them as one buffer keeps their order and
-    only changes how many system calls carry them.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._pending_out: list[bytes] = []
-        self._pending_size = 0
-        self._flush_scheduled = False
-        super().__init__(*args, **kwargs)
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        self._pending_out.append(data)
-        self._pending_size += len(data)
-        if self._pending_size >= _COALESCE_LIMIT:
-            self._flush_out()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_out)
-
-    def _read_frame(self) -> tuple[int, Any]:
-        # pika decodes a double header as a truncated integer; read such tables again.
-        consumed, value = _decode_frame(self._frame_buffer)
-        if type(value) is _Header:
-            table = value.properties.headers
-            if table and needs_redecoding(table):
-                # frame header (7 bytes), class, weight, body size (12), then properties
-                with contextlib.suppress(ValueError, IndexError, struct.error):
-                    value.properties.headers = headers_of(self._frame_buffer, 19)
-        return consumed, value
-
-    def _flush_out(self) -> None:
-        self._flush_scheduled = False
-        pending = self._pending_out
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._pending_size = 0
-        transport = self._transport
-        if transport is not None:  # gone with the connection: nothing left to send to
-            transport.write(data)
 
 
 def lost_from(reason: BaseException | str) -> ChannelLost:
@@ -192,90 +133,6 @@ class Chan:
             return  # already closing, or its connection is gone: nothing more to do
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fut, 5.0)
-
-
-def parameters(
-    env: RabbitEnvironment, binder_name: str, role: str
-) -> list[pika.ConnectionParameters]:
-    """One set of pika parameters per address, in the order they are tried. Builds the TLS
-    context, which reads files: call it off the event loop."""
-    name = env.connection_name or f"binder:{binder_name}"
-    client = {"connection_name": f"{name}:{role}", "product": "binder (Python)"}
-    timeout = env.connection_timeout
-    if env.uri is not None:
-        base = pika.URLParameters(env.uri.get_secret_value())
-        addresses = [(base.host, base.port)]
-        vhost, credentials, ssl_options = base.virtual_host, base.credentials, base.ssl_options
-        heartbeat = env.heartbeat if base.heartbeat is None else base.heartbeat
-    else:
-        tls = env.ssl.enabled
-        default_port = env.port or (5671 if tls else 5672)
-        addresses = [_host_port(a, default_port) for a in env.addresses] or [
-            (env.host, default_port)
-        ]
-        vhost = env.virtual_host
-        credentials = pika.PlainCredentials(env.username, env.password.get_secret_value())
-        ssl_options = None
-        heartbeat = env.heartbeat
-        if tls:
-            context = _ssl_context(env)
-            ssl_options = pika.SSLOptions(context, addresses[0][0])
-    out = []
-    for host, port in addresses:
-        options = ssl_options
-        if options is not None and options.server_hostname != host:
-            options = pika.SSLOptions(options.context, host)
-        out.append(
-            pika.ConnectionParameters(
-                host=host,
-                port=port,
-                virtual_host=vhost,
-                credentials=credentials,
-                heartbeat=heartbeat,
-                ssl_options=options,
-                connection_attempts=1,
-                socket_timeout=timeout,
-                stack_timeout=timeout * 1.5,
-                client_properties=client,
-            )
-        )
-    return out
-
-
-def _host_port(address: str, default_port: int) -> tuple[str, int]:
-    address = address.strip().split("://")[-1].split("@")[-1].split("/")[0]
-    if address.startswith("["):  # [::1]:5672
-        host, _, rest = address[1:].partition("]")
-        return host, int(rest.lstrip(":") or default_port)
-    host, sep, port = address.rpartition(":")
-    return (host, int(port)) if sep else (address, default_port)
-
-
-def _ssl_context(env: RabbitEnvironment) -> ssl.SSLContext:
-    opts = env.ssl
-    context = ssl.create_default_context(cafile=opts.ca_file)
-    if not opts.validate_server_certificate:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif not opts.verify_hostname:
-        context.check_hostname = False
-    if opts.cert_file:
-        password = opts.key_password.get_secret_value() if opts.key_password else None
-        context.load_cert_chain(opts.cert_file, opts.key_file, password)
-    return context
-
-
-def describe(env: RabbitEnvironment) -> str:
-    """Where the binder connects, for logs and errors: never the password."""
-    if env.uri is not None:
-        with contextlib.suppress(Exception):
-            p = pika.URLParameters(env.uri.get_secret_value())
-            return f"{p.host}:{p.port}{p.virtual_host if p.virtual_host != '/' else ''}"
-        return "(uri)"
-    port = env.port or (5671 if env.ssl.enabled else 5672)
-    hosts = ",".join(env.addresses) or f"{env.host}:{port}"
-    vhost = "" if env.virtual_host == "/" else f" vhost {env.virtual_host}"
-    return f"{hosts}{vhost} as {env.username}"
 
 
 Hook = Callable[[], Awaitable[None]]

@@ -23,13 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from pika import exceptions as pika_exc
 
-from binder_core.deadletter import exception_headers
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.spi import BindingState, ConsumerSpec, Handle, Outcome
 from binders.rabbit.connection import Chan, ChannelLost
-from binders.rabbit.headers import TableProperties
+from binders.rabbit.deadletter import DeadLetters
 from binders.rabbit.provisioning import ConsumerQueue
-from binders.rabbit.publisher import Item, Publisher
 from binders.rabbit.settings import RabbitConsumerProperties
 
 if TYPE_CHECKING:
@@ -37,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ORIGINAL_EXCHANGE = "x-original-exchange"
-ORIGINAL_ROUTING_KEY = "x-original-routingKey"
 _RPC_TIMEOUT = 10.0
 
 
@@ -71,7 +67,7 @@ class RabbitBinding:
         self._resumed = asyncio.Event()
         self._consumers: list[_Consumer] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._dlq: Publisher | None = None
+        self._dead_letters = DeadLetters(binder, self)
         self._tags = itertools.count(1)
 
     @property
@@ -186,9 +182,7 @@ class RabbitBinding:
         for consumer in self._consumers:
             await consumer.close()
         self._consumers, self._tasks = [], []
-        if self._dlq is not None:
-            await self._dlq.close()
-            self._dlq = None
+        await self._dead_letters.close()
         queue = self.queue
         if queue is not None and queue.anonymous:
             # An anonymous subscription ends with its binding, as in Spring.
@@ -207,7 +201,7 @@ class RabbitBinding:
         """Dead-letter the failures and acknowledge the batch once."""
         rejected: list[int] = []
         if outcomes.count(None) != len(outcomes):
-            rejected = await self._dead_letter(batch, methods, props, outcomes)
+            rejected = await self._dead_letters.handle(batch, methods, props, outcomes)
         if chan.closed is not None or chan is not current:
             log.debug(
                 "binding %s: channel gone before the ack; %d message(s) will be redelivered",
@@ -230,93 +224,6 @@ class RabbitBinding:
                 raw.basic_ack(top, multiple=True)
         except pika_exc.AMQPError as exc:
             log.debug("binding %s: ack not sent (%s); redelivery follows", self.name, exc)
-
-    async def _dead_letter(
-        self,
-        batch: list[Message[bytes]],
-        methods: list[Any],
-        props: list[Any],
-        outcomes: Sequence[Outcome],
-    ) -> list[int]:
-        """Republish failures to the DLQ (or pick them for rejection); return the delivery
-        tags to reject."""
-        failed = [i for i, o in enumerate(outcomes) if o is not None]
-        queue = self.queue
-        assert queue is not None
-        last = outcomes[failed[-1]]
-        if queue.anonymous:
-            log.error(
-                "binding %s: %d failed message(s) dropped: an anonymous subscription has no "
-                "dead-letter queue (give the binding a group); last error: %s",
-                self.name,
-                len(failed),
-                last,
-            )
-            return []
-        if queue.dlx is None:
-            if self.ext.auto_bind_dlq:
-                log.warning(
-                    "binding %s: rejecting %d failed message(s); RabbitMQ dead-letters them to "
-                    "the DLQ; last error: %s",
-                    self.name,
-                    len(failed),
-                    last,
-                )
-            else:
-                log.error(
-                    "binding %s: rejecting %d failed message(s) without a dead-letter queue "
-                    "(auto-bind-dlq is false); last error: %s",
-                    self.name,
-                    len(failed),
-                    last,
-                )
-            return [methods[i].delivery_tag for i in failed]
-        mode = 2 if self.ext.republish_delivery_mode == "PERSISTENT" else 1
-        items: list[Item] = []
-        for i in failed:
-            exc = outcomes[i]
-            assert exc is not None
-            method, p = methods[i], props[i]
-            headers = dict(p.headers or {})
-            headers.update(exception_headers(exc))
-            headers[ORIGINAL_EXCHANGE] = method.exchange
-            headers[ORIGINAL_ROUTING_KEY] = method.routing_key
-            # The original properties, bar the TTL (a dead letter must not vanish) and the
-            # user id (RabbitMQ checks it against whoever publishes).
-            dead = TableProperties(
-                content_type=p.content_type,
-                content_encoding=p.content_encoding,
-                headers=headers,
-                delivery_mode=mode,
-                priority=p.priority,
-                correlation_id=p.correlation_id,
-                reply_to=p.reply_to,
-                message_id=p.message_id,
-                timestamp=p.timestamp,
-                type=p.type,
-                app_id=p.app_id,
-            )
-            items.append((queue.dlq_routing_key, batch[i].payload, dead))
-        if self._dlq is None:
-            self._dlq = Publisher(await self._binder.publisher_connection())
-        failures = await self._dlq.publish(queue.dlx, items, mandatory=True)
-        log.warning(
-            "binding %s: %d failed message(s) republished to the dead-letter exchange '%s' "
-            "(routing key '%s'); last error: %s",
-            self.name,
-            len(failed) - len(failures),
-            queue.dlx,
-            queue.dlq_routing_key,
-            last,
-        )
-        if failures:
-            log.error(
-                "binding %s: %d failed message(s) could not be republished (%s); rejecting them",
-                self.name,
-                len(failures),
-                failures[min(failures)],
-            )
-        return [methods[failed[j]].delivery_tag for j in sorted(failures)]
 
 
 class _Consumer:

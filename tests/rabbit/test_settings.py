@@ -10,7 +10,7 @@ import pytest
 from binder_core.config import load_config
 from binder_core.errors import ConfigError
 from binder_core.plugins import load_plugins
-from binders.rabbit.connection import describe, parameters
+from binders.rabbit.parameters import describe, parameters
 from binders.rabbit.settings import RabbitConsumerProperties, RabbitEnvironment
 
 
