@@ -15,7 +15,8 @@ import yaml
 from binder_core.message import Message
 from binder_core.properties import ProducerProperties
 from binder_core.spi import ConsumerSpec, ProducerSpec
-from tests.plugins.conftest import PREFIX, REPO, Admin, Apps, Collector, eventually
+from tests.plugins.conftest import PREFIX, Admin
+from tests.support import REPO, Apps, Collector, eventually
 
 pytestmark = pytest.mark.redis
 

@@ -14,7 +14,8 @@ from binder_core.errors import ConfigError
 from binder_core.message import Message
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.spi import BindingState, Capability, ConsumerSpec, ProducerSpec
-from tests.plugins.conftest import PREFIX, Admin, Collector, eventually
+from tests.plugins.conftest import PREFIX, Admin
+from tests.support import Collector, eventually
 
 pytestmark = pytest.mark.redis
 

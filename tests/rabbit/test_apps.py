@@ -19,7 +19,8 @@ from binder_core.properties import ProducerProperties
 from binder_core.runtime import App
 from binder_core.spi import ConsumerSpec, ProducerSpec
 from binders.rabbit.binder import RabbitBinder
-from tests.rabbit.conftest import REPO, Admin, AppProcess, Collector, eventually
+from tests.rabbit.conftest import Admin
+from tests.support import REPO, AppProcess, Collector, eventually
 
 pytestmark = pytest.mark.rabbit
 

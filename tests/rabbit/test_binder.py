@@ -21,7 +21,8 @@ from binders.rabbit.settings import (
     RabbitEnvironment,
     RabbitProducerProperties,
 )
-from tests.rabbit.conftest import Admin, Collector, eventually
+from tests.rabbit.conftest import Admin
+from tests.support import Collector, eventually
 
 pytestmark = pytest.mark.rabbit
 

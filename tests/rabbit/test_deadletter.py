@@ -12,7 +12,8 @@ from binder_core.message import Message
 from binder_core.spi import ConsumerSpec, ProducerSpec
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.settings import RabbitConsumerProperties
-from tests.rabbit.conftest import Admin, Collector, eventually
+from tests.rabbit.conftest import Admin
+from tests.support import Collector, eventually
 
 pytestmark = pytest.mark.rabbit
 
