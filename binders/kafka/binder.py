@@ -219,7 +219,8 @@ class KafkaBinder:
             raise
         # required-groups need nothing more on Kafka: the topic keeps every record for its
         # retention whoever consumes, and a new named group starts at the earliest offset.
-        return KafkaProducer(self, spec.destination, client, ext.sync, release)
+        limit = await self.provisioner.max_message_bytes(spec.destination)
+        return KafkaProducer(self, spec.destination, client, ext.sync, release, limit)
 
     # -- consumers -------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class KafkaBinding:
         self.dlq_name = ext.dlq_name or f"error.{spec.destination}.{spec.group or 'anonymous'}"
         self.partitions = partitions
         self._dlq_partitions: int | None = None
+        self._dlq_limit: int | None = None  # the dead-letter topic's max.message.bytes
         self._dlq_lock = asyncio.Lock()
         self._client_config = client_config
         props = spec.properties
@@ -81,12 +82,14 @@ class KafkaBinding:
             async with self._dlq_lock:
                 if self._dlq_partitions is None:
                     wanted = self.ext.dlq_partitions or self.partitions
-                    self._dlq_partitions = await self.binder.provisioner.ensure_topic(
+                    count = await self.binder.provisioner.ensure_topic(
                         self.dlq_name,
                         wanted,
                         fewer="accept",
                         purpose=f"dead letters of binding {self.name}",
                     )
+                    self._dlq_limit = await self.binder.provisioner.max_message_bytes(self.dlq_name)
+                    self._dlq_partitions = count
         return self._dlq_partitions
 
     def assignments(self) -> list[list[int] | None]:
@@ -197,7 +200,10 @@ class KafkaBinding:
         ]
         try:
             await publish(
-                client, self.dlq_name, [(d.key, d.value, d.headers, d.partition) for d in letters]
+                client,
+                self.dlq_name,
+                [(d.key, d.value, d.headers, d.partition) for d in letters],
+                limit=self._dlq_limit,
             )
         except DeliveryError:
             await self._dead_letter_one_by_one(records, errors, count, client)
@@ -220,7 +226,12 @@ class KafkaBinding:
             for brief in (False, True):
                 d = dead_letter(record, exc, self.group, count, brief=brief)
                 try:
-                    await publish(client, self.dlq_name, [(d.key, d.value, d.headers, d.partition)])
+                    await publish(
+                        client,
+                        self.dlq_name,
+                        [(d.key, d.value, d.headers, d.partition)],
+                        limit=self._dlq_limit,
+                    )
                     break
                 except DeliveryError as refused:
                     if brief:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from binder_core.message import Message
 from binder_core.spi import Outcome
-from binders.kafka.headers import decode_headers
+from binders.kafka.headers import decoded
 from binders.kafka.producer import CURRENT, Transaction
 from binders.kafka.provisioning import describe
 
@@ -60,17 +60,25 @@ _FATAL_NAMES = frozenset(
 
 def to_messages(records: Sequence[Any]) -> list[Message[bytes]]:
     """The core's view of records: payload (a tombstone's is empty), headers, key bytes and
-    partition. One comprehension, no call per record: this runs for every record."""
-    decode = decode_headers
-    return [
-        Message(
-            b"" if r.value is None else r.value,
-            decode(r.headers) if r.headers else {},
-            r.key,
-            r.partition,
-        )
-        for r in records
-    ]
+    partition. This runs for every record, so it does the least per record: a stream's
+    records mostly carry identical headers, so each record's raw headers are compared
+    with the previous record's (an equality test, no hashing of fresh bytes) and, when
+    equal, the decoded dict is copied rather than looked up again."""
+    out: list[Message[bytes]] = []
+    add = out.append
+    last_raw: Any = None
+    last: dict[str, Any] = {}
+    for r in records:
+        raw = r.headers
+        if not raw:
+            headers: dict[str, Any] = {}
+        else:
+            if raw != last_raw:
+                last, last_raw = decoded(raw), raw
+            headers = last.copy()
+        value = r.value
+        add(Message(b"" if value is None else value, headers, r.key, r.partition))
+    return out
 
 
 def _listener(worker: Consumer, consumer: Any) -> Any:

@@ -168,11 +168,9 @@ def _decode(raw: RawHeaders) -> dict[str, Any]:
     return out
 
 
-def decode_headers(raw: RawHeaders) -> dict[str, Any]:
-    """A fresh headers dict for a record's headers (the last of repeated names wins, as
-    Spring's ``lastHeader``)."""
-    if not raw:
-        return {}
+def decoded(raw: RawHeaders) -> dict[str, Any]:
+    """The headers of a record, shared through the cache: the caller must not change the
+    dict (``decode_headers`` gives a copy)."""
     try:
         cached = _in_cache.get(raw)
     except TypeError:
@@ -182,7 +180,15 @@ def decode_headers(raw: RawHeaders) -> dict[str, Any]:
         if len(_in_cache) >= _CACHE_SIZE:
             _in_cache.clear()
         _in_cache[raw] = cached
-    return dict(cached)
+    return cached
+
+
+def decode_headers(raw: RawHeaders) -> dict[str, Any]:
+    """A fresh headers dict for a record's headers (the last of repeated names wins, as
+    Spring's ``lastHeader``)."""
+    if not raw:
+        return {}
+    return dict(decoded(raw))
 
 
 def merge_types(raw: RawHeaders, extra: Mapping[str, str]) -> bytes:

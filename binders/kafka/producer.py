@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,9 @@ def encode_key(key: Any) -> bytes | None:
     return str(key).encode("utf-8")
 
 
+#: Bytes of a record batch's own header (Kafka's v2 format), before its records.
+_BATCH_HEADER = 61
+
 _hash_cache: dict[tuple[bytes, int], int] = {}
 _sticky = itertools.count()
 
@@ -95,108 +98,357 @@ def _refused(exc: BaseException) -> bool:
     return type(exc).__name__ in _PERMANENT
 
 
-async def publish(client: Any, topic: str, records: Sequence[Record], sync: bool = False) -> None:
+async def partitions_of(client: Any, topic: str) -> Collection[int]:
+    """The partitions of ``topic`` from the client's metadata (fetched if not known yet)."""
+    parts = client.client.cluster.partitions_for_topic(topic)
+    if not parts:
+        parts = await client.partitions_for(topic)
+    return parts  # type: ignore[no-any-return]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # A batch's outcome is always read by ``Batches.wait``, unless its sender gave up
+    # (cancelled): then this keeps asyncio from logging "exception never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class Batches:
+    """Records for one topic, appended to one aiokafka batch builder per partition.
+
+    A builder is handed over (``send_batch``) the moment it is full, so records reach the
+    producer a whole batch at a time: one hand-over and one future per batch, none per
+    record. ``flush`` hands over the partly filled builders, ``wait`` collects every
+    confirmation. Handing a batch over may wait while the producer still holds an earlier
+    batch of the same partition that it has not put into a request yet (aiokafka keeps
+    one per partition queued): that is the back-pressure that paces a fast caller to
+    the broker, exactly as aiokafka's own ``send`` does.
+
+    Order is kept per partition: batches of a partition are handed over in the order they
+    were filled, and the idempotent producer keeps them in that order through retries.
+
+    No batch is sent that Kafka would refuse for its size (above ``max_request_size`` or
+    the topic's ``max.message.bytes``): a record too large for either is refused here,
+    alone in its batch, without being sent. That matters beyond saving a round trip: a
+    batch the broker refuses leaves a gap in the idempotent producer's sequence numbers,
+    and every later batch of that partition would then fail (OutOfOrderSequenceNumber).
+
+    Each record comes with a tag (the caller's number for the call it came in, rising);
+    every batch remembers the tags it holds, so a refused batch can be traced to the calls
+    whose records it carried.
+    """
+
+    __slots__ = (
+        "_client",
+        "_count",
+        "_fill",
+        "_max",
+        "_open",
+        "_parts",
+        "_sticky",
+        "_tight",
+        "_topic",
+        "handed",
+    )
+
+    def __init__(
+        self, client: Any, topic: str, parts: Collection[int], limit: int | None = None
+    ) -> None:
+        self._client = client
+        self._topic = topic
+        self._parts = parts
+        self._count = len(parts)
+        self._sticky: int | None = None
+        # What aiokafka's own send checks (max_request_size), and the topic's limit.
+        largest: int = getattr(client, "_max_request_size", 1048576)
+        self._max = largest if limit is None else min(largest, limit)
+        # Bytes a builder takes before it is full (max_batch_size; aiokafka's default if
+        # the client does not say).
+        fill: int = getattr(getattr(client, "_message_accumulator", None), "_batch_size", 16384)
+        # A limit below the batch size (unusual) is checked record by record; otherwise
+        # only a lone record can exceed it, which the hand-over checks.
+        self._tight = self._max < fill
+        self._fill = min(fill, self._max)
+        #: partition -> [builder, first tag in it]
+        self._open: dict[int, list[Any]] = {}
+        #: (confirmation, first tag, last tag) of each batch handed over
+        self.handed: list[tuple[asyncio.Future[Any], int, int]] = []
+
+    def _partition(self, key: bytes | None, partition: int | None) -> int:
+        if partition is not None:
+            if partition not in self._parts:
+                raise DeliveryError(
+                    f"topic {self._topic} has no partition {partition} (it has "
+                    f"{self._count}); check partition-count against the topic"
+                )
+            return partition
+        if key is not None:
+            return _keyed(key, self._count)
+        if self._sticky is None:
+            self._sticky = next(_sticky) % self._count
+        return self._sticky
+
+    async def add(self, records: Sequence[Record], tag: int = 0) -> int:
+        """Append ``records``; return how many full batches were handed over meanwhile."""
+        if self._tight:
+            return await self._add_checked(records, tag)
+        handed = 0
+        builders = self._open
+        parts = self._parts
+        for key, value, headers, partition in records:
+            # The partition choice of ``_partition``, inline: this runs for every record.
+            if partition is None:
+                if key is not None:
+                    partition = _keyed(key, self._count)
+                else:
+                    if self._sticky is None:
+                        self._sticky = next(_sticky) % self._count
+                    partition = self._sticky
+            elif partition not in parts:
+                partition = self._partition(key, partition)  # raises
+            entry = builders.get(partition)
+            if entry is None:
+                entry = builders[partition] = [self._client.create_batch(), tag]
+            if entry[0].append(timestamp=None, key=key, value=value, headers=headers) is None:
+                # Full: hand it over and start the next (which takes any first record).
+                del builders[partition]
+                await self._hand_over(partition, entry[0], entry[1], tag)
+                handed += 1
+                entry = builders[partition] = [self._client.create_batch(), tag]
+                entry[0].append(timestamp=None, key=key, value=value, headers=headers)
+        return handed
+
+    async def _add_checked(self, records: Sequence[Record], tag: int) -> int:
+        """``add`` when a batch may hold less than ``max_batch_size``: a record that would
+        take its builder past the limit starts a new one."""
+        from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+        size_of = DefaultRecordBatchBuilder.size_of
+        handed = 0
+        builders = self._open
+        for key, value, headers, partition in records:
+            partition = self._partition(key, partition)
+            entry = builders.get(partition)
+            if entry is not None and entry[0].size() + size_of(key, value, headers) > self._max:
+                del builders[partition]
+                await self._hand_over(partition, entry[0], entry[1], tag)
+                handed += 1
+                entry = None
+            if entry is None:
+                entry = builders[partition] = [self._client.create_batch(), tag]
+            if entry[0].append(timestamp=None, key=key, value=value, headers=headers) is None:
+                del builders[partition]
+                await self._hand_over(partition, entry[0], entry[1], tag)
+                handed += 1
+                entry = builders[partition] = [self._client.create_batch(), tag]
+                entry[0].append(timestamp=None, key=key, value=value, headers=headers)
+        return handed
+
+    def wanted(self) -> int:
+        """About how many more records fill the first open builder: what a caller that
+        hands records over in slices can gather before its next ``add``."""
+        builders = self._open
+        if not builders:
+            return 1
+        room = None
+        for builder, _ in builders.values():
+            count = builder.record_count()
+            if count:
+                size = builder.size()
+                left = (self._fill - size) * count // max(1, size - _BATCH_HEADER)
+                room = left if room is None or left < room else room
+        return max(1, (room or 0) * len(builders) + 1)
+
+    async def flush(self) -> None:
+        """Hand over the partly filled builders."""
+        builders, self._open = self._open, {}
+        for partition, (builder, first) in builders.items():
+            await self._hand_over(partition, builder, first, -1)
+
+    async def _hand_over(self, partition: int, builder: Any, first: int, last: int) -> None:
+        size = builder.size()
+        if size > self._max:
+            # A lone record too large for Kafka (a batch of several never grows past
+            # the limit): refused here, as aiokafka's send would, and never sent.
+            from aiokafka.errors import MessageSizeTooLargeError
+
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(
+                MessageSizeTooLargeError(
+                    f"a record of {size} bytes with its batch header is larger than "
+                    f"{self._topic} takes ({self._max} bytes: max_request_size, and the "
+                    "topic's max.message.bytes)"
+                )
+            )
+        else:
+            future = await self._client.send_batch(builder, self._topic, partition=partition)
+            future.add_done_callback(_retrieve)
+        self.handed.append((future, first, last))
+
+    async def wait(self) -> list[tuple[BaseException, int, int]]:
+        """Await every batch handed over; return the failed ones with their tag ranges
+        (last tag -1: up to the last call)."""
+        handed, self.handed = self.handed, []
+        if not handed:
+            return []
+        results = await asyncio.gather(*(f for f, _, _ in handed), return_exceptions=True)
+        return [
+            (result, first, last)
+            for result, (_, first, last) in zip(results, handed, strict=True)
+            if isinstance(result, BaseException)
+        ]
+
+
+async def publish(
+    client: Any,
+    topic: str,
+    records: Sequence[Record],
+    sync: bool = False,
+    limit: int | None = None,
+) -> None:
     """Send ``records`` to ``topic`` and return once Kafka confirmed every one.
 
-    Each partition's records go into one record batch built here and handed over whole
-    (no per-record hand-over); what does not fit that batch goes through the producer's own
-    accumulator, which queues further batches without waiting for the first to drain.
+    Records go into one batch builder per partition, each handed over as soon as it is
+    full (see ``Batches``); only then are the confirmations awaited. With ``sync`` every
+    record is its own batch, confirmed before the next is sent.
 
     Raises ``DeliveryError`` when Kafka refuses a record for good (too large, topic not
     allowed); anything else (a timeout, a lost connection) propagates as it is, which the
-    core treats as "not confirmed, deliver the input again".
+    core treats as "not confirmed, deliver the input again". ``limit`` is the topic's
+    ``max.message.bytes`` when known.
     """
     if not records:
         return
-    cluster = client.client.cluster
-    parts = cluster.partitions_for_topic(topic)
-    if not parts:
-        parts = await client.partitions_for(topic)
-    count = len(parts)
-    sticky: int | None = None
-    builders: dict[int, Any] = {}
-    overflow: set[int] = set()  # partitions whose batch is full and handed over
-    futures: list[asyncio.Future[Any]] = []
-    try:
-        for key, value, headers, partition in records:
-            if partition is None:
-                if key is not None:
-                    partition = _keyed(key, count)
-                else:
-                    if sticky is None:
-                        sticky = next(_sticky) % count
-                    partition = sticky
-            elif partition not in parts:
-                raise DeliveryError(
-                    f"topic {topic} has no partition {partition} (it has {count}); "
-                    "check partition-count against the topic"
-                )
-            if partition in overflow:
-                futures.append(
-                    await client.send(topic, value, key=key, partition=partition, headers=headers)
-                )
+    batches = Batches(client, topic, await partitions_of(client, topic), limit)
+    step = 1 if sync else len(records)
+    for start in range(0, len(records), step):
+        try:
+            await batches.add(records[start : start + step])
+            await batches.flush()
+        except BaseException:
+            # Leaving early: whatever was handed over is still awaited, so no
+            # confirmation is left dangling.
+            await batches.wait()
+            raise
+        _raise_for(await batches.wait(), topic)
+
+
+def _raise_for(failures: Sequence[tuple[BaseException, int, int]], topic: str) -> None:
+    transient: BaseException | None = None
+    for exc, _, _ in failures:
+        if _refused(exc):
+            raise DeliveryError(f"Kafka refused records for {topic}: {describe(exc)}")
+        transient = transient or exc
+    if transient is not None:
+        raise transient
+
+
+def to_records(messages: Sequence[Message[bytes]]) -> list[Record]:
+    """Records for messages. The outputs of a batch mostly carry equal headers, so each
+    message's headers are compared with the previous message's and, when equal, the
+    encoded record headers are reused (no cache key built and hashed per message)."""
+    out: list[Record] = []
+    add = out.append
+    last: Any = None
+    encoded: Sequence[tuple[str, bytes]] = []
+    for m in messages:
+        headers = m.headers
+        if headers is not last and headers != last:
+            encoded, last = encode_headers(headers), headers
+        key = m.key
+        add((None if key is None else encode_key(key), m.payload, encoded, m.partition))
+    return out
+
+
+class KafkaStage:
+    """Outputs handed over in slices while the core is still producing them (the SPI's
+    ``Stage``): each slice is appended to the batch builders at once, full batches go to
+    the producer straight away, so the broker round trips of a poll's outputs overlap
+    with the processing of the rest of the poll instead of following it."""
+
+    __slots__ = ("_batches", "_client", "_limit", "_slices", "_topic")
+
+    def __init__(self, client: Any, topic: str, limit: int | None = None) -> None:
+        self._client = client
+        self._topic = topic
+        self._limit = limit
+        self._batches: Batches | None = None
+        self._slices = 0
+
+    async def add(self, messages: Sequence[Message[bytes]]) -> int:
+        """Append a slice; hands over (and may wait to hand over) the batches it fills.
+        Returns about how many more messages fill the batch being built, so the core's
+        next slice ends about when that batch is full."""
+        tag = self._slices
+        self._slices += 1
+        batches = self._batches
+        if batches is None:
+            parts = await partitions_of(self._client, self._topic)
+            batches = self._batches = Batches(self._client, self._topic, parts, self._limit)
+        if await batches.add(to_records(messages), tag):
+            # A batch was handed over: let aiokafka's sender put it into a request now,
+            # rather than when the core next waits for something.
+            await asyncio.sleep(0)
+        return batches.wanted()
+
+    async def confirm(self) -> list[Exception | None]:
+        """Hand over the rest and wait for every confirmation. Per slice: None when all of
+        it was confirmed, or the ``DeliveryError`` of a batch Kafka refused that held some
+        of it. Anything else (a timeout, a lost connection) is raised."""
+        outcomes: list[Exception | None] = [None] * self._slices
+        batches = self._batches
+        if batches is None:
+            return outcomes
+        try:
+            await batches.flush()
+        finally:
+            failures = await batches.wait()
+        transient: BaseException | None = None
+        for exc, first, last in failures:
+            if not _refused(exc):
+                transient = transient or exc
                 continue
-            builder = builders.get(partition)
-            if builder is None:
-                builder = builders[partition] = client.create_batch()
-            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                futures.append(await client.send_batch(builder, topic, partition=partition))
-                del builders[partition]
-                overflow.add(partition)
-                futures.append(
-                    await client.send(topic, value, key=key, partition=partition, headers=headers)
-                )
-            elif sync:
-                futures.append(
-                    await client.send_batch(builders.pop(partition), topic, partition=partition)
-                )
-                await _confirmed(futures, topic)
-                futures = []
-        for partition, builder in builders.items():
-            futures.append(await client.send_batch(builder, topic, partition=partition))
-    except BaseException:
-        # Leaving early: whatever was handed over is still awaited, so no confirmation is
-        # left dangling and unobserved.
-        if futures:
-            await asyncio.gather(*futures, return_exceptions=True)
-        raise
-    await _confirmed(futures, topic)
-
-
-async def _confirmed(futures: list[asyncio.Future[Any]], topic: str) -> None:
-    if not futures:
-        return
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    failure: BaseException | None = None
-    for result in results:
-        if isinstance(result, BaseException):
-            if _refused(result):
-                raise DeliveryError(f"Kafka refused records for {topic}: {describe(result)}")
-            failure = failure or result
-    if failure is not None:
-        raise failure
+            refused = DeliveryError(f"Kafka refused records for {self._topic}: {describe(exc)}")
+            for tag in range(first, self._slices if last < 0 else last + 1):
+                outcomes[tag] = outcomes[tag] or refused
+        if transient is not None:
+            raise transient
+        return outcomes
 
 
 class KafkaProducer:
     """The SPI producer of one output binding."""
 
     def __init__(
-        self, binder: Any, topic: str, client: Any, sync: bool, release: Any = None
+        self,
+        binder: Any,
+        topic: str,
+        client: Any,
+        sync: bool,
+        release: Any = None,
+        limit: int | None = None,
     ) -> None:
         self._binder = binder
         self.topic = topic
         self._client = client
         self._sync = sync
         self._release = release
+        self._limit = limit  # the topic's max.message.bytes, when known
+
+    def _current(self) -> Any:
+        """The client to send through: inside a consumer transaction of this binder, its
+        transactional producer."""
+        txn = CURRENT.get()
+        return txn.producer if txn is not None and txn.owner is self._binder else self._client
 
     async def send(self, messages: Sequence[Message[bytes]]) -> None:
         """Send a batch; inside a consumer transaction of this binder, as part of it."""
-        txn = CURRENT.get()
-        client = txn.producer if txn is not None and txn.owner is self._binder else self._client
-        records = [
-            (encode_key(m.key), m.payload, encode_headers(m.headers), m.partition) for m in messages
-        ]
-        await publish(client, self.topic, records, self._sync)
+        await publish(self._current(), self.topic, to_records(messages), self._sync, self._limit)
+
+    def stage(self) -> KafkaStage | None:
+        """A stage for the outputs of one input batch (none in ``sync`` mode, where every
+        record waits for its own confirmation)."""
+        return None if self._sync else KafkaStage(self._current(), self.topic, self._limit)
 
     async def close(self) -> None:
         """Release this binding's hold on the shared client (the binder closes it)."""

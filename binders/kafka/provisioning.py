@@ -114,6 +114,29 @@ class Provisioner:
                 return len(entry.get("partitions") or [])
         return None
 
+    async def max_message_bytes(self, topic: str) -> int | None:
+        """The largest record batch ``topic`` takes (its effective ``max.message.bytes``),
+        or None when the broker does not say (not allowed to describe configs, say)."""
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+        from aiokafka.errors import KafkaError
+
+        if self._admin is None:
+            return None
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        try:
+            responses = await self._call(
+                f"reading max.message.bytes of {topic}", self._admin.describe_configs([resource])
+            )
+        except (KafkaError, OSError, ProvisioningError) as exc:
+            log.debug("cannot read max.message.bytes of %s: %s", topic, describe(exc))
+            return None
+        for response in responses:
+            for res in response.resources:
+                for entry in res[4]:
+                    if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
+                        return int(entry[1])
+        return None
+
     async def ensure_topic(
         self,
         topic: str,

@@ -6,9 +6,11 @@ import json
 import struct
 from types import SimpleNamespace
 
+from binder_core.message import Message
+from binders.kafka.consumer import to_messages
 from binders.kafka.deadletter import dead_letter
 from binders.kafka.headers import JSON_TYPES, decode_headers, encode_headers
-from binders.kafka.producer import encode_key
+from binders.kafka.producer import encode_key, to_records
 
 
 def test_spring_written_headers_are_read_back_typed() -> None:
@@ -77,6 +79,64 @@ def test_round_trip_and_caches_hand_out_fresh_dicts() -> None:
     first["mutated"] = True
     assert decode_headers(raw) == headers
     assert encode_headers({"list": [1, 2]})[0] == ("list", b"[1, 2]")
+
+
+def test_a_poll_decodes_each_records_own_headers_into_its_own_dict() -> None:
+    """Consecutive records with equal headers share the decoding, never the dict; a record
+    whose headers differ from the previous one's gets its own."""
+    json_ct = tuple(encode_headers({"contentType": "application/json"}))
+    text_ct = tuple(encode_headers({"contentType": "text/plain", "n": 2}))
+
+    def record(value: bytes | None, raw: tuple[tuple[str, bytes], ...] | None) -> SimpleNamespace:
+        # Fresh bytes objects per record, as the consumer hands them out.
+        headers = tuple((k, bytes(bytearray(v))) for k, v in raw) if raw else ()
+        return SimpleNamespace(value=value, headers=headers, key=b"k", partition=3)
+
+    records = [
+        record(b"1", json_ct),
+        record(b"2", json_ct),
+        record(b"3", text_ct),
+        record(None, None),
+        record(b"5", json_ct),
+    ]
+    messages = to_messages(records)
+    assert [m.headers for m in messages] == [
+        {"contentType": "application/json"},
+        {"contentType": "application/json"},
+        {"contentType": "text/plain", "n": 2},
+        {},
+        {"contentType": "application/json"},
+    ]
+    assert [m.payload for m in messages] == [b"1", b"2", b"3", b"", b"5"]
+    assert {(m.key, m.partition) for m in messages} == {(b"k", 3)}
+    messages[0].headers["mutated"] = True
+    assert "mutated" not in messages[1].headers
+    assert to_messages(records[:2])[0].headers == {"contentType": "application/json"}
+
+
+def test_outputs_get_their_own_headers_encoded() -> None:
+    """Equal headers of consecutive outputs are encoded once; different ones each time."""
+    plain = {"contentType": "text/plain"}
+    messages = [
+        Message(b"a", plain),
+        Message(b"b", dict(plain)),
+        Message(b"c", {"contentType": "text/plain", "n": 1}, key="k"),
+        Message(b"d", {}),
+        Message(b"e", plain, partition=2),
+    ]
+    records = to_records(messages)
+    assert [r[1] for r in records] == [b"a", b"b", b"c", b"d", b"e"]
+    assert [dict(r[2]) for r in records] == [
+        dict(encode_headers(plain)),
+        dict(encode_headers(plain)),
+        dict(encode_headers({"contentType": "text/plain", "n": 1})),
+        {},
+        dict(encode_headers(plain)),
+    ]
+    assert [(r[0], r[3]) for r in records] == [(None, None)] * 2 + [(b"k", None)] + [
+        (None, None),
+        (None, 2),
+    ]
 
 
 def test_keys() -> None:
