@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from binder_core.conversion import Decoder, decoder_for, media_type
@@ -19,7 +19,7 @@ from binder_core.functions import Definition, FunctionInfo
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.output import Output
 from binder_core.retry import RetryPolicy
-from binder_core.spi import Converter, Handle, Outcome
+from binder_core.spi import Converter, Handle, Outcome, Stage
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ Apply = Callable[[Any], Awaitable[list[Any]]]
 
 #: Distinct ``contentType`` header values whose decoder is remembered per binding.
 _DECODER_CACHE = 64
+
+#: Inputs processed between two hand-overs of their outputs to a staging producer that
+#: gives no hint of its own.
+_SLICE = 16
 
 
 def argument_maker(
@@ -241,6 +245,9 @@ class Invoker:
                 except Exception as exc:
                     add_outcome(await self._retry(msg, exc, pending))
             return outcomes
+        stage = self.output.stage() if self.output is not None else None
+        if stage is not None:
+            return await self._handle_staged(batch, stage)
         for msg in batch:
             try:
                 if single is not None:
@@ -259,6 +266,68 @@ class Invoker:
             add_span(len(pending))
         if pending:
             await self._send(pending, spans, outcomes)
+        return outcomes
+
+    async def _handle_staged(
+        self, batch: Sequence[Message[bytes]], stage: Stage
+    ) -> Sequence[Outcome]:
+        # ``_handle`` for a producer that takes outputs in slices: the outputs of each
+        # slice of inputs are handed over as soon as they are made, so the broker works on
+        # them while the next slice is processed. A slice ends where the producer said its
+        # current batch would be full (one input to begin with, ``_SLICE`` if it gives no
+        # hint), so hand-overs happen about once per broker batch, not per message. The
+        # outcomes are returned only after ``confirm``: at-least-once as with ``send``.
+        assert self.output is not None
+        outcomes: list[Outcome] = []
+        pending: list[Message[bytes]] = []
+        spans: list[int] = []
+        slices: list[tuple[int, int]] = []  # the inputs [lo, hi) of each slice handed over
+        refused: set[int] = set()  # slices whose hand-over the producer refused outright
+        to_wire = self.output.message
+        arg, single, run_sync = self._arg, self._single, self._run_sync
+        add_outcome, add_span, add_output = outcomes.append, spans.append, pending.append
+        handed, lo, end, step = 0, 0, len(batch), 1
+        while lo < end:
+            hi = min(end, lo + step)
+            for msg in batch[lo:hi]:
+                try:
+                    if single is not None:
+                        value = single(arg(msg))
+                        if value is not None:
+                            add_output(to_wire(value))
+                    else:
+                        values = (
+                            run_sync(arg(msg))
+                            if run_sync is not None
+                            else await self._apply(arg(msg))
+                        )
+                        if values:
+                            pending.extend([to_wire(v) for v in values])
+                    add_outcome(None)
+                except Exception as exc:
+                    add_outcome(await self._retry(msg, exc, pending))
+                add_span(len(pending))
+            if len(pending) > handed:
+                slices.append((lo, hi))
+                try:
+                    step = await stage.add(pending[handed:]) or _SLICE
+                except DeliveryError:
+                    refused.add(len(slices) - 1)
+                handed = len(pending)
+            lo = hi
+        confirmed = await stage.confirm()
+        retry = [
+            i
+            for k, (first, stop) in enumerate(slices)
+            if k in refused or confirmed[k] is not None
+            for i in range(first, stop)
+        ]
+        if retry:
+            log.warning(
+                "binding %s: the broker refused outputs; retrying them message by message",
+                self.output.binding,
+            )
+            await self._resend(pending, spans, outcomes, retry)
         return outcomes
 
     async def _retry(
@@ -342,16 +411,26 @@ class Invoker:
                 self.output.binding,
                 exc,
             )
-        # Find which input's outputs are refused: only those inputs fail (and are
-        # dead-lettered); the others are confirmed and acknowledged.
-        start = 0
-        for i, end in enumerate(spans):
+        await self._resend(pending, spans, outcomes, range(len(spans)))
+
+    async def _resend(
+        self,
+        pending: list[Message[bytes]],
+        spans: list[int],
+        outcomes: list[Outcome],
+        inputs: Iterable[int],
+    ) -> None:
+        """Send the outputs of ``inputs`` again, each input's on its own, to find whose
+        the broker refuses: only those inputs fail (and are dead-lettered); the others
+        are confirmed and acknowledged."""
+        assert self.output is not None
+        for i in inputs:
+            start, end = spans[i - 1] if i else 0, spans[i]
             if end > start and outcomes[i] is None:
                 try:
                     await self.output.send(pending[start:end])
                 except DeliveryError as exc:
                     outcomes[i] = exc
-            start = end
 
     async def _back_off(self, exc: Exception, attempt: int) -> None:
         delay = self.policy.delay(attempt)

@@ -10,7 +10,7 @@ from binder_core.conversion import Encoder, ToBytes
 from binder_core.expression import compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
-from binder_core.spi import Producer
+from binder_core.spi import Producer, Stage
 
 #: Values that do not go straight to the converter: bytes and str are sent as they are,
 #: a returned Message brings its own headers.
@@ -45,6 +45,7 @@ class Output:
             else None
         )
         self._count = props.partition_count
+        self._stage: Callable[[], Stage | None] | None = getattr(producer, "stage", None)
         #: ``message`` is called once per output value: without a key expression it is a
         #: closure over what it needs, rather than a method looking up attributes.
         self.message: Callable[[Any], Message[bytes]] = (
@@ -89,6 +90,11 @@ class Output:
             if key is not None and self._count > 1:
                 out.partition = select_partition(key, self._count)
         return out
+
+    def stage(self) -> Stage | None:
+        """A ``Stage`` for one input batch's outputs when the producer offers one."""
+        make = self._stage
+        return make() if make is not None else None
 
     async def send(self, messages: Sequence[Message[bytes]]) -> None:
         """Send and wait for the broker's confirmation of all of them."""

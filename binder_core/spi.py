@@ -6,7 +6,9 @@ lifecycle belong to the core, so they behave the same on every broker.
 
 The SPI moves batches: a consumer hands the core whatever the broker delivered in one go and
 acknowledges once per batch; a producer's ``send`` pipelines a batch and returns once the
-broker confirmed all of it. That is what keeps the framework close to a hand-written loop.
+broker confirmed all of it (a ``StagingProducer`` may also take a batch's outputs in slices
+while the core is still making them). That is what keeps the framework close to a
+hand-written loop.
 """
 
 from __future__ import annotations
@@ -82,6 +84,45 @@ class Producer(Protocol):
 
     async def close(self) -> None:
         """Flush and release the producer."""
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """The outputs of one input batch, handed to a producer in slices as the core makes
+    them, confirmed together at the end (see ``StagingProducer``)."""
+
+    async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
+        """Hand a slice over to the broker client without waiting for its confirmation.
+        May wait while the client has no room (that paces the core to the broker). A
+        ``DeliveryError`` refuses this slice; anything else fails the whole batch.
+
+        Returns how many more messages the producer would like before the next ``add``
+        (for example what fills the batch it is building), or ``None`` for the core's
+        default slice; the core ends its next slice about there."""
+
+    async def confirm(self) -> Sequence[Exception | None]:
+        """Send whatever is still held back and return once every slice was confirmed or
+        refused: one entry per ``add``, ``None`` (all of it confirmed) or the
+        ``DeliveryError`` that refused some of it (the core then finds, message by message,
+        which outputs). Raises when confirmations could not be had (a timeout, a lost
+        connection): the input batch is then delivered again."""
+
+
+@runtime_checkable
+class StagingProducer(Producer, Protocol):
+    """Optional: a ``Producer`` that also takes a batch's outputs in slices.
+
+    With only ``send``, the core runs the function over a whole input batch and then sends
+    all outputs at once, so the broker round trips follow the processing. A producer whose
+    client pipelines (Kafka's keeps a request in flight while the next batch fills) can
+    offer ``stage``: the core then hands over each slice of outputs as soon as it is made
+    and awaits all confirmations before returning the outcomes, so the round trips
+    overlap the processing. At-least-once is unchanged: the input batch is acknowledged
+    only after every output was confirmed, and only inputs whose outputs were refused fail.
+    """
+
+    def stage(self) -> Stage | None:
+        """A fresh stage for one input batch, or ``None`` to be sent with ``send``."""
 
 
 class BindingState(enum.StrEnum):

@@ -1,0 +1,170 @@
+"""The Kafka producer path against a real broker: records go out in whole batches (in order
+per partition), a record Kafka refuses is a ``DeliveryError`` traced to the inputs that
+made it, and the core hands a batch's outputs over while it is still processing it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from binder_core.conversion import encoder_for, message_converters
+from binder_core.errors import DeliveryError
+from binder_core.functions import Definition, inspect_function
+from binder_core.invoker import Invoker
+from binder_core.message import Message
+from binder_core.output import Output
+from binder_core.properties import ProducerProperties
+from binder_core.retry import RetryPolicy
+from binder_core.spi import Producer, ProducerSpec, StagingProducer
+from binders.kafka.binder import KafkaBinder
+from binders.kafka.settings import KafkaEnvironment, KafkaProducerProperties
+from tests.kafka.conftest import DEADLINE, Kit
+
+pytestmark = pytest.mark.kafka
+
+#: Kafka refuses record batches above this on the topics made with ``_small_records``.
+LIMIT = 3000
+
+
+@pytest.fixture
+async def binder(kit: Kit) -> AsyncIterator[KafkaBinder]:
+    env = KafkaEnvironment.model_validate(
+        {"bootstrap-servers": kit.bootstrap, "health-timeout": 20}
+    )
+    b = KafkaBinder("kafka", env)
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+def _small_records(**configuration: Any) -> KafkaProducerProperties:
+    return KafkaProducerProperties.model_validate(
+        {
+            "topic": {"properties": {"max.message.bytes": str(LIMIT)}},
+            "configuration": configuration,
+        }
+    )
+
+
+def _invoker(fn: Callable[[str], Awaitable[str]], producer: Producer, topic: str) -> Invoker:
+    """The core's invoker around ``fn`` (text in, text out, no retries)."""
+    converters = {c.content_type: c for c in message_converters()}
+    output = Output(
+        "fn-out-0",
+        topic,
+        producer,
+        encoder_for("text/plain", converters),
+        "text/plain",
+        ProducerProperties(),
+    )
+    definition = Definition("fn", (inspect_function("fn", fn),))
+    policy = RetryPolicy(max_attempts=1, initial_ms=0, max_ms=0)
+    return Invoker("fn-in-0", definition, "text/plain", converters, policy, output)
+
+
+async def test_many_batches_keep_order_per_partition(binder: KafkaBinder, kit: Kit) -> None:
+    topic = kit.name("batches")
+    producer = await binder.producer(
+        ProducerSpec("out", topic, ProducerProperties(partition_count=3))
+    )
+    pad = b"x" * 300  # about 50 records a batch: 3000 records make many
+    unkeyed = [Message(b"%d:" % i + pad) for i in range(1500)]
+    keyed = [Message(b"%d:" % i + pad, key=f"k{i % 7}") for i in range(1500, 3000)]
+    await producer.send(unkeyed)
+    await producer.send(keyed)
+    records = await kit.read(topic, 3000)
+    assert len(records) == 3000
+    order: dict[int, list[int]] = defaultdict(list)
+    keys: dict[bytes | None, set[int]] = defaultdict(set)
+    for r in records:
+        order[r.partition].append(int(r.value.split(b":")[0]))
+        keys[r.key].add(r.partition)
+    assert all(seq == sorted(seq) for seq in order.values()), "order kept per partition"
+    assert len(keys[None]) == 1, "records without a key stick to one partition per send"
+    assert all(len(parts) == 1 for key, parts in keys.items() if key is not None)
+
+
+async def test_a_refused_record_is_a_delivery_error_and_the_producer_goes_on(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    """A record larger than the topic takes is refused before it is sent: the records
+    around it go out, and later sends work (a batch Kafka itself refused would have left
+    a gap in the idempotent producer's sequence numbers, failing every later batch)."""
+    topic = kit.name("refused")
+    producer = await binder.producer(ProducerSpec("out", topic, extension=_small_records()))
+    small = [Message(b"%d" % i * 100) for i in range(100)]  # several batches under the limit
+    with pytest.raises(DeliveryError, match=r"max\.message\.bytes"):
+        await producer.send([*small[:50], Message(b"b" * (2 * LIMIT)), *small[50:]])
+    await producer.send([Message(b"d")])
+    records = await kit.read(topic, 101)
+    assert [r.value for r in records] == [m.payload for m in small] + [b"d"]
+
+
+async def test_a_record_over_max_request_size_is_refused_before_sending(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    topic = kit.name("toolarge")
+    ext = KafkaProducerProperties.model_validate({"configuration": {"max_request_size": 2048}})
+    producer = await binder.producer(ProducerSpec("out", topic, extension=ext))
+    with pytest.raises(DeliveryError, match="max_request_size"):
+        await producer.send([Message(b"z" * 4096)])
+    await producer.send([Message(b"ok")])
+    assert [r.value for r in await kit.read(topic, 1)] == [b"ok"]
+
+
+async def test_outputs_reach_kafka_while_the_batch_is_still_processed(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    """The core hands full batches of outputs over as it goes: before the last input of
+    a batch is processed, outputs of the first ones are already on the topic."""
+    topic = kit.name("staged")
+    producer = await binder.producer(ProducerSpec("out", topic))
+    assert isinstance(producer, StagingProducer)
+    seen_before_last: list[int] = []
+
+    async def fn(word: str) -> str:
+        if word == "last":
+            # Outputs of earlier inputs fill several 16 KiB batches: they must arrive
+            # while this input is still being processed.
+            async def arrived() -> bool:
+                return await kit.count(topic) > 0
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + DEADLINE
+            while not await arrived():
+                assert loop.time() < deadline, "no output reached Kafka before the batch ended"
+                await asyncio.sleep(0.02)
+            seen_before_last.append(await kit.count(topic))
+        return word * 400
+
+    invoker = _invoker(fn, producer, topic)
+    batch = [Message(f"w{i:02d}".encode()) for i in range(40)] + [Message(b"last")]
+    outcomes = await invoker.handle(batch)
+    assert outcomes == [None] * 41
+    assert seen_before_last and seen_before_last[0] >= 1
+    records = await kit.read(topic, 41)
+    assert [r.value for r in records] == [m.payload * 400 for m in batch]
+
+
+async def test_only_inputs_whose_outputs_kafka_refuses_fail(binder: KafkaBinder, kit: Kit) -> None:
+    topic = kit.name("partly")
+    producer = await binder.producer(ProducerSpec("out", topic, extension=_small_records()))
+
+    async def fn(word: str) -> str:
+        return word * LIMIT if word.startswith("big") else word * 40
+
+    invoker = _invoker(fn, producer, topic)
+    words = [f"big{i}" if i in (5, 31) else f"w{i:02d}" for i in range(60)]
+    outcomes = await invoker.handle([Message(w.encode()) for w in words])
+    failed = [w for w, o in zip(words, outcomes, strict=True) if o is not None]
+    assert failed == ["big5", "big31"]
+    assert all(isinstance(o, DeliveryError) for o in outcomes if o is not None)
+    records = await kit.read(topic, 58)
+    got = [r.value for r in records]
+    assert set(got) == {w.encode() * 40 for w in words if not w.startswith("big")}
