@@ -300,7 +300,10 @@ class Consumer:
 
     async def _process(self, consumer: Any, data: dict[Any, list[Any]]) -> float:
         b = self.binding
-        records = [r for batch in data.values() for r in batch]
+        if len(data) == 1:
+            [records] = data.values()
+        else:
+            records = [r for batch in data.values() for r in batch]
         messages = to_messages(records)
         ends = {tp: batch[-1].offset + 1 for tp, batch in data.items()}
         epoch = self.epoch
@@ -309,8 +312,10 @@ class Consumer:
                 await self._in_transaction(records, messages, ends)
             else:
                 outcomes = await b.handle(messages)
-                failed = [(r, e) for r, e in zip(records, outcomes, strict=True) if e is not None]
-                if failed:
+                if outcomes.count(None) != len(records):  # one C-level pass when all went well
+                    failed = [
+                        (r, e) for r, e in zip(records, outcomes, strict=True) if e is not None
+                    ]
                     await b.dead_letter([r for r, _ in failed], [e for _, e in failed])
         except Exception as exc:
             self._rewind(consumer, data)
