@@ -385,10 +385,9 @@ class KafkaStage:
         if batches is None:
             parts = await partitions_of(self._client, self._topic)
             batches = self._batches = Batches(self._client, self._topic, parts, self._limit)
-        if await batches.add(to_records(messages), tag):
-            # A batch was handed over: let aiokafka's sender put it into a request now,
-            # rather than when the core next waits for something.
-            await asyncio.sleep(0)
+        # No extra yield after a batch was handed over: the sender picks it up at the next
+        # wait (measured: yielding here at once was no faster, slightly slower).
+        await batches.add(to_records(messages), tag)
         return batches.wanted()
 
     async def confirm(self) -> list[Exception | None]:
