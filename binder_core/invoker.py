@@ -245,9 +245,10 @@ class Invoker:
                 except Exception as exc:
                     add_outcome(await self._retry(msg, exc, pending))
             return outcomes
-        stage = self.output.stage() if self.output is not None else None
-        if stage is not None:
-            return await self._handle_staged(batch, stage)
+        if self.output is not None and self.output.staging:
+            stage = self.output.stage()
+            if stage is not None:
+                return await self._handle_staged(batch, stage)
         for msg in batch:
             try:
                 if single is not None:

@@ -46,6 +46,8 @@ class Output:
         )
         self._count = props.partition_count
         self._stage: Callable[[], Stage | None] | None = getattr(producer, "stage", None)
+        #: Whether the producer may take outputs in slices (a ``StagingProducer``).
+        self.staging = self._stage is not None
         #: ``message`` is called once per output value: without a key expression it is a
         #: closure over what it needs, rather than a method looking up attributes.
         self.message: Callable[[Any], Message[bytes]] = (
