@@ -1,12 +1,15 @@
-"""Sending batches to Kafka: one record batch per partition, sent together, confirmed
-together.
+"""Sending batches to Kafka: records appended to aiokafka batch builders, each builder
+handed over whole as soon as it is full, confirmations awaited together.
 
-``publish`` is the one send path (outputs, dead letters, transactions): records are
+``Batches`` is the one send path (outputs, dead letters, transactions): records are
 partitioned here (``Message.partition`` if the core chose one, else Kafka's murmur2 hash of
 the key, the Java client's default, so a Spring producer and we put a key on the same
 partition; records without a key stick to one partition per call, as Kafka's sticky
-partitioner does), appended to aiokafka batch builders, handed over without waiting, and
-only then are their confirmations awaited.
+partitioner does), appended to one builder per partition, and each full builder goes to
+the producer at once, one future per batch. ``publish`` sends a whole batch of records and
+waits; ``KafkaStage`` takes the outputs of one input batch in slices while the core is
+still making them (the SPI's optional ``StagingProducer``), so the broker round trips
+overlap the processing.
 """
 
 from __future__ import annotations

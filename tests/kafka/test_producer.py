@@ -118,6 +118,20 @@ async def test_a_record_over_max_request_size_is_refused_before_sending(
     assert [r.value for r in await kit.read(topic, 1)] == [b"ok"]
 
 
+async def test_a_record_over_the_default_limits_is_refused_alone(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    """With the default limits (1 MiB requests and topic records), only a record above
+    them is refused; one far above the batch size but under them goes out alone."""
+    topic = kit.name("huge")
+    producer = await binder.producer(ProducerSpec("out", topic))
+    sent = [Message(b"a"), Message(b"m" * 200_000), Message(b"c")]
+    with pytest.raises(DeliveryError, match="refused"):
+        await producer.send([sent[0], Message(b"h" * (1 << 20)), *sent[1:]])
+    records = await kit.read(topic, 3)
+    assert [r.value for r in records] == [m.payload for m in sent]
+
+
 async def test_outputs_reach_kafka_while_the_batch_is_still_processed(
     binder: KafkaBinder, kit: Kit
 ) -> None:
