@@ -101,8 +101,12 @@ class KafkaSuite:
     async def close(self) -> None:
         if self._admin is not None:
             with contextlib.suppress(Exception):
-                if self._topics:
-                    await self._admin.delete_topics(self._topics)
+                # The framework's consumer bindings also made dead-letter topics
+                # (error.<destination>.<group>) for the bench's topics: delete those too.
+                ours = tuple(f"error.{t}." for t in self._topics)
+                dead = [t for t in await self._admin.list_topics() if t.startswith(ours)]
+                if self._topics or dead:
+                    await self._admin.delete_topics([*self._topics, *dead])
             await self._admin.close()
         if self._offsets is not None:
             await self._offsets.stop()

@@ -40,6 +40,8 @@ DEFAULTS = {
 CHECK_TIMEOUT_S = 2.0
 
 _NAME_PREFIX_MAX = 40
+#: Random suffixes of every name ``unique_name`` gave out this session (for the clean-up).
+_issued: set[str] = set()
 _NAME_TEST_MAX = 60
 
 
@@ -214,7 +216,9 @@ def make_unique_namer(nodeid: str) -> Callable[[str], str]:
 
     def unique_name(prefix: str) -> str:
         head = _slug(prefix)[:_NAME_PREFIX_MAX].strip("-") or "t"
-        return f"{head}-{test}-{uuid.uuid4().hex[:12]}"
+        suffix = uuid.uuid4().hex[:12]
+        _issued.add(suffix)
+        return f"{head}-{test}-{suffix}"
 
     return unique_name
 
@@ -223,3 +227,30 @@ def make_unique_namer(nodeid: str) -> Callable[[str], str]:
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """``unique_name(prefix)``: a fresh broker-safe name per call, tagged with this test."""
     return make_unique_namer(request.node.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Delete the Kafka topics this session's tests made (their dead-letter topics too):
+    a broker that keeps thousands of test topics slows down every later provisioning."""
+    if not _issued or broker_problem(session.config, "kafka") is not None:
+        return
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def clean() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker_address("kafka"))
+        await admin.start()
+        try:
+            topics = [
+                t
+                for t in await admin.list_topics()
+                if t.rsplit("-", 1)[-1].split(".")[0] in _issued
+            ]
+            for i in range(0, len(topics), 200):
+                await admin.delete_topics(topics[i : i + 200])
+        finally:
+            await admin.close()
+
+    with contextlib.suppress(Exception), _quiet("aiokafka"):
+        asyncio.run(asyncio.wait_for(clean(), 60))
