@@ -229,11 +229,58 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     return make_unique_namer(request.node.nodeid)
 
 
+def _made_here(name: str) -> bool:
+    """True for a broker object named after a ``unique_name`` of this session: a topic, an
+    exchange, a group queue ``<name>.<group>``, its ``.dlq``, a partition ``<name>-<n>``."""
+    return any(part in _issued for part in re.split(r"[-.]", name))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Delete the Kafka topics this session's tests made (their dead-letter topics too):
-    a broker that keeps thousands of test topics slows down every later provisioning."""
-    if not _issued or broker_problem(session.config, "kafka") is not None:
+    """Delete the topics, queues and exchanges this session's tests made (dead-letter ones
+    too). A broker that keeps them slows down every later provisioning, and a RabbitMQ node
+    recovers every durable queue when it boots, so leftovers make its start ever slower."""
+    if not _issued:
         return
+    if broker_problem(session.config, "kafka") is None:
+        _clean_kafka()
+    if broker_problem(session.config, "rabbit") is None:
+        _clean_rabbit()
+
+
+def _clean_rabbit() -> None:
+    """AMQP cannot list queues, so ask ``rabbitmqctl`` (there when the node is local and we
+    may run it); delete over AMQP. Best effort: a clean-up never fails the session."""
+    import subprocess
+
+    import pika
+
+    def names(kind: str) -> list[str]:
+        argv = ["rabbitmqctl", f"list_{kind}", "name", "--quiet", "--no-table-headers"]
+        if os.geteuid() != 0:
+            argv = ["sudo", "-n", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        return [n for n in result.stdout.split() if _made_here(n)] if result.returncode == 0 else []
+
+    with contextlib.suppress(Exception), _quiet("pika"):
+        queues, exchanges = names("queues"), names("exchanges")
+        if not queues and not exchanges:
+            return
+        connection = pika.BlockingConnection(pika.URLParameters(broker_address("rabbit")))
+        try:
+            channel = connection.channel()
+            for kind, name in [("queue", q) for q in queues] + [("exchange", e) for e in exchanges]:
+                try:
+                    if kind == "queue":
+                        channel.queue_delete(name)
+                    else:
+                        channel.exchange_delete(name)
+                except pika.exceptions.ChannelClosedByBroker:
+                    channel = connection.channel()  # e.g. an exclusive queue still held
+        finally:
+            connection.close()
+
+
+def _clean_kafka() -> None:
     import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
@@ -242,11 +289,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=broker_address("kafka"))
         await admin.start()
         try:
-            topics = [
-                t
-                for t in await admin.list_topics()
-                if t.rsplit("-", 1)[-1].split(".")[0] in _issued
-            ]
+            topics = [t for t in await admin.list_topics() if _made_here(t)]
             for i in range(0, len(topics), 200):
                 await admin.delete_topics(topics[i : i + 200])
         finally:
