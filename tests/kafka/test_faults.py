@@ -172,7 +172,12 @@ async def test_broker_restart_mid_stream_loses_nothing(kit: Kit, tmp_path: Path)
     assert not missing, f"{len(missing)} words lost, e.g. {sorted(missing)[:5]}"
     assert set(counts) == expected
     assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+    # The binder's health probe notices the return on its next round, which can come after
+    # the stream has already caught up: wait for the line rather than racing the probe.
+    worker_log = tmp_path / "worker.log"
+    with contextlib.suppress(AssertionError):
+        await eventually(lambda: "reachable again" in worker_log.read_text(), 60, "the log line")
     worker.send_signal(signal.SIGTERM)
     assert await wait_exit(worker, 30) == 0
-    log = (tmp_path / "worker.log").read_text()
+    log = worker_log.read_text()
     assert "lost the brokers" in log and "reachable again" in log, log[-3000:]
