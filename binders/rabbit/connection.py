@@ -39,7 +39,15 @@ FIRST_RETRY_DELAY = 0.1
 
 
 class ConnectError(BinderException):
-    """RabbitMQ could not be reached (or refused the login) at any configured address."""
+    """RabbitMQ could not be reached (or refused the login) at any configured address.
+
+    ``permanent`` when trying again cannot help: the broker refused the login or the
+    virtual host.
+    """
+
+    def __init__(self, text: str, permanent: bool = False) -> None:
+        super().__init__(text)
+        self.permanent = permanent
 
 
 class ChannelLost(Exception):
@@ -173,10 +181,33 @@ class Connection:
         self._hooks.append(hook)
 
     async def start(self) -> None:
-        """Connect now; raise ``ConnectError`` if no address answers."""
+        """Connect, retrying with back-off for up to ``startup-timeout`` seconds, so an app
+        started just before its broker waits for it rather than dying; raise
+        ``ConnectError`` after that, or at once when the broker refuses the login."""
         self._params = await asyncio.to_thread(parameters, self._env, self._binder, self.role)
-        self._gave_up = asyncio.get_running_loop().create_future()
-        self._attach(await self._connect())
+        loop = asyncio.get_running_loop()
+        self._gave_up = loop.create_future()
+        timeout = self._env.startup_timeout
+        deadline = loop.time() + timeout
+        delay = FIRST_RETRY_DELAY * 2
+        while True:
+            try:
+                conn = await self._connect()
+                break
+            except ConnectError as exc:
+                remaining = deadline - loop.time()
+                if exc.permanent or remaining <= 0:
+                    if not exc.permanent and timeout > 0:
+                        raise ConnectError(
+                            f"{exc} (retried for {timeout:g} s; startup-timeout sets how "
+                            "long start-up waits)"
+                        ) from None
+                    raise
+                wait = min(delay, remaining)
+                log.warning("rabbit %s: %s; retrying in %.1f s", self.role, exc, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, self._env.recovery_interval / 1000.0)
+        self._attach(conn)
         self._up.set()
 
     async def _connect(self) -> AsyncioConnection:
@@ -190,7 +221,10 @@ class Connection:
         CoalescingConnection.create_connection(self._params, done, custom_ioloop=loop)
         result = await fut
         if isinstance(result, BaseException):
-            raise ConnectError(f"cannot connect to RabbitMQ at {self.where}: {_why(result)}")
+            raise ConnectError(
+                f"cannot connect to RabbitMQ at {self.where}: {_why(result)}",
+                permanent=_refused(result),
+            )
         assert isinstance(result, AsyncioConnection)
         return result
 
@@ -345,17 +379,31 @@ def fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
+def _last_cause(exc: BaseException) -> BaseException:
+    """The last attempt's error inside pika's connection-workflow error."""
+    causes = getattr(exc, "exceptions", None)
+    if not causes:
+        return exc
+    last = causes[-1]
+    inner = getattr(last, "exception", None)
+    return inner if isinstance(inner, BaseException) else last
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the broker answered and said no (login or virtual host): final."""
+    refusals = (
+        pika_exc.ProbableAuthenticationError,
+        pika_exc.AuthenticationError,
+        pika_exc.ProbableAccessDeniedError,
+    )
+    return isinstance(_last_cause(exc), refusals)
+
+
 def _why(exc: BaseException) -> str:
     """The most telling cause of a failed connection workflow, for users."""
-    causes = getattr(exc, "exceptions", None)
-    if causes:
-        last = causes[-1]
-        inner = getattr(last, "exception", None)
-        if inner is not None:
-            last = inner
-        if isinstance(last, pika_exc.ProbableAuthenticationError | pika_exc.AuthenticationError):
-            return "login refused (check username and password)"
-        if isinstance(last, pika_exc.ProbableAccessDeniedError):
-            return "access refused (check the virtual host and the user's permissions)"
-        return f"{type(last).__name__}: {last}"
-    return f"{type(exc).__name__}: {exc}"
+    last = _last_cause(exc)
+    if isinstance(last, pika_exc.ProbableAuthenticationError | pika_exc.AuthenticationError):
+        return "login refused (check username and password)"
+    if isinstance(last, pika_exc.ProbableAccessDeniedError):
+        return "access refused (check the virtual host and the user's permissions)"
+    return f"{type(last).__name__}: {last}"

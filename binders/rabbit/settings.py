@@ -65,6 +65,12 @@ class RabbitEnvironment(Props):
     recovery_interval: int = Field(
         5000, ge=100, description="Longest pause between reconnection attempts, ms."
     )
+    startup_timeout: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds start-up keeps retrying an unreachable broker (0: fail at once); "
+        "a refused login fails at once.",
+    )
 
     @field_validator("addresses", mode="before")
     @classmethod

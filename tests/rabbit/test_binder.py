@@ -390,18 +390,70 @@ async def test_addresses_are_tried_in_order(rabbit_env: RabbitEnvironment, rabbi
         await b.close()
 
 
-async def test_unreachable_broker_fails_start_with_a_clear_message() -> None:
+async def test_unreachable_broker_fails_start_after_startup_timeout_with_a_clear_message() -> None:
     from binders.rabbit.connection import ConnectError
 
     env = RabbitEnvironment.model_validate(
-        {"host": "127.0.0.1", "port": 1, "password": "hunter2-secret"}
+        {"host": "127.0.0.1", "port": 1, "password": "hunter2-secret", "startup-timeout": 1.5}
     )
     b = RabbitBinder("down", env)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     with pytest.raises(ConnectError) as info:
         await b.start()
+    took = loop.time() - began
+    assert 1.5 <= took < 10, f"gave up after {took:.1f} s"
     assert "127.0.0.1:1" in str(info.value)
+    assert "startup-timeout" in str(info.value)
     assert "hunter2-secret" not in str(info.value)
     await b.close()
+
+
+async def test_start_waits_for_a_broker_that_comes_up_late(rabbit_url: str) -> None:
+    """A relay on a free loopback port opens, 1.5 s after start() began, in front of the real
+    broker: start-up must have kept trying and then connect through it."""
+    params = pika.URLParameters(rabbit_url)
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(params.host, params.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    probe = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()  # the port is free again: connecting is refused until it opens
+    env = RabbitEnvironment.model_validate(
+        {
+            "host": "127.0.0.1",
+            "port": port,
+            "username": params.credentials.username,
+            "password": params.credentials.password,
+            "virtual-host": params.virtual_host,
+            "startup-timeout": 30,
+        }
+    )
+    b = RabbitBinder("late", env)
+    starting = asyncio.ensure_future(b.start())
+    await asyncio.sleep(1.5)
+    assert not starting.done(), "start() returned before any broker listened"
+    server = await asyncio.start_server(relay, "127.0.0.1", port)
+    try:
+        await asyncio.wait_for(starting, 20)
+        assert b.connection.is_up
+    finally:
+        await b.close()
+        server.close()
 
 
 async def test_wrong_password_is_reported_without_the_password(rabbit_url: str) -> None:
@@ -419,8 +471,12 @@ async def test_wrong_password_is_reported_without_the_password(rabbit_url: str) 
         }
     )
     b = RabbitBinder("badlogin", env)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     with pytest.raises(ConnectError) as info:
         await b.start()
+    took = loop.time() - began
+    assert took < 10, f"a refused login is final, yet start-up retried for {took:.1f} s"
     assert "not-the-password-42" not in str(info.value)
     assert "login refused" in str(info.value) or "ACCESS_REFUSED" in str(info.value)
     await b.close()
