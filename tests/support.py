@@ -4,6 +4,7 @@ and ``binder`` commands run in a subprocess the way a user runs them."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -17,19 +18,20 @@ from binder_core.message import Message
 from binder_core.spi import Outcome
 
 REPO = Path(__file__).resolve().parents[1]
-DEADLINE = 20.0
+DEADLINE = 30.0
 
 
 async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = DEADLINE
+    condition: Callable[[], object | Awaitable[object]], what: str, timeout: float = DEADLINE
 ) -> None:
-    """Wait until ``condition`` holds, polling; fail with ``what`` at the deadline."""
+    """Wait until ``condition`` is truthy (it may return an awaitable), polling; fail with
+    ``what`` at the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     delay = 0.005
     while True:
         got = condition()
-        if not isinstance(got, bool):
+        if inspect.isawaitable(got):
             got = await got
         if got:
             return

@@ -243,21 +243,6 @@ async def running_app(
         app_config.use(None)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> None:
-    """Wait until ``check()`` is truthy (it may be async), failing after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or check}")
-        await asyncio.sleep(0.02)
-
-
 def start_binder(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
     """``binder <args>`` in the repository, its log appended to ``log``."""
     with log.open("ab") as sink:

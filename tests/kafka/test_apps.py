@@ -21,11 +21,11 @@ from tests.kafka.conftest import (
     ROOT,
     Kit,
     binder_tree,
-    eventually,
     running_app,
     start_binder,
     wait_exit,
 )
+from tests.support import eventually
 
 pytestmark = pytest.mark.kafka
 

@@ -28,7 +28,8 @@ from binders.kafka.settings import (
     KafkaConsumerProperties,
     KafkaEnvironment,
 )
-from tests.kafka.conftest import Kit, eventually
+from tests.kafka.conftest import Kit
+from tests.support import eventually
 
 pytestmark = pytest.mark.kafka
 

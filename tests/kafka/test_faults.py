@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.kafka.conftest import ROOT, Kit, eventually, start_binder, wait_exit
+from tests.kafka.conftest import ROOT, Kit, start_binder, wait_exit
+from tests.support import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -130,7 +131,7 @@ async def test_broker_restart_mid_stream_loses_nothing(kit: Kit, tmp_path: Path)
     stream = Stream(kit.bootstrap, words, outputs)
     sender = asyncio.ensure_future(stream.run())
     try:
-        await eventually(lambda: len(outputs.values) >= FAULT_AFTER, 60, "the stream to flow")
+        await eventually(lambda: len(outputs.values) >= FAULT_AFTER, "the stream to flow", 60)
         restart = asyncio.ensure_future(
             asyncio.to_thread(
                 subprocess.run,
@@ -140,7 +141,7 @@ async def test_broker_restart_mid_stream_loses_nothing(kit: Kit, tmp_path: Path)
                 timeout=180,
             )
         )
-        await eventually(lambda: broker_down(kit.bootstrap), 60, "the broker to go down")
+        await eventually(lambda: broker_down(kit.bootstrap), "the broker to go down", 60)
         # Stopping while the broker is away: graceful, and bounded.
         loop = asyncio.get_running_loop()
         asked = loop.time()
@@ -152,7 +153,7 @@ async def test_broker_restart_mid_stream_loses_nothing(kit: Kit, tmp_path: Path)
         stream.fault_done.set()
         await asyncio.wait_for(sender, 180)
         await eventually(
-            lambda: len(set(outputs.values)) >= stream.sent, 90, "every word after the restart"
+            lambda: len(set(outputs.values)) >= stream.sent, "every word after the restart", 90
         )
     finally:
         sender.cancel()
@@ -176,7 +177,7 @@ async def test_broker_restart_mid_stream_loses_nothing(kit: Kit, tmp_path: Path)
     # the stream has already caught up: wait for the line rather than racing the probe.
     worker_log = tmp_path / "worker.log"
     with contextlib.suppress(AssertionError):
-        await eventually(lambda: "reachable again" in worker_log.read_text(), 60, "the log line")
+        await eventually(lambda: "reachable again" in worker_log.read_text(), "the log line", 60)
     worker.send_signal(signal.SIGTERM)
     assert await wait_exit(worker, 30) == 0
     log = worker_log.read_text()
