@@ -83,9 +83,12 @@ class Output:
         if isinstance(value, Message):
             payload, headers = value.payload, dict(value.headers)
             headers.setdefault(CONTENT_TYPE, self._content_type)
+            # A key or partition the function chose travels with the message; a key
+            # expression, when configured, decides instead.
+            out = Message(self._encode(payload), headers, value.key, value.partition)
         else:
             payload, headers = value, {CONTENT_TYPE: self._content_type}
-        out = Message(self._encode(payload), headers)
+            out = Message(self._encode(payload), headers)
         if self._key is not None:
             key = self._key(payload, headers)
             out.key = key

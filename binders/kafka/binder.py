@@ -16,7 +16,7 @@ from typing import Any
 from binder_core.spi import Binding, Capability, ConsumerSpec, Handle, Producer, ProducerSpec
 from binders.kafka.binding import KafkaBinding
 from binders.kafka.clients import ClientConfig, throttle_client_logs
-from binders.kafka.producer import KafkaProducer
+from binders.kafka.producer import KafkaProducer, ProducerSlot, stop_client
 from binders.kafka.provisioning import Provisioner, ProvisioningError, describe
 from binders.kafka.settings import (
     KafkaConsumerProperties,
@@ -28,15 +28,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between the binder's broker probes (one metadata request each).
 HEALTH_PROBE_INTERVAL = 3.0
-
-
-class _Shared:
-    """A producer client and how many bindings hold it."""
-
-    def __init__(self, client: Any, close_timeout: float) -> None:
-        self.client = client
-        self.users = 0
-        self.close_timeout = close_timeout
 
 
 class KafkaBinder:
@@ -61,7 +52,7 @@ class KafkaBinder:
         self.environment = environment or KafkaEnvironment()
         self.clients = ClientConfig(name, self.environment)
         self.provisioner = Provisioner(name, self.environment, self.clients)
-        self._producers: dict[Any, _Shared] = {}
+        self._producers: dict[Any, ProducerSlot] = {}
         self._producer_lock = asyncio.Lock()
         self._bindings: list[KafkaBinding] = []
         self._watch: asyncio.Task[None] | None = None
@@ -154,29 +145,32 @@ class KafkaBinder:
 
     async def _shared_client(
         self, ext: KafkaProducerProperties, config: dict[str, Any]
-    ) -> tuple[Any, Any]:
-        """A started producer client for these settings, and the callable that releases it."""
+    ) -> tuple[ProducerSlot, Any]:
+        """The started producer client for these settings, and the callable that releases
+        it."""
         kwargs = self._producer_kwargs(ext, config)
         key = tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "ssl_context"))
         async with self._producer_lock:
             shared = self._producers.get(key)
             if shared is None:
                 client = await self._start_client(kwargs)
-                shared = self._producers[key] = _Shared(client, ext.close_timeout)
+                shared = self._producers[key] = ProducerSlot(
+                    client, lambda: self._start_client(kwargs), ext.close_timeout
+                )
             shared.users += 1
 
         async def release() -> None:
             shared.users -= 1
             if shared.users <= 0 and self._producers.get(key) is shared:
                 del self._producers[key]
-                await _stop_client(shared.client, shared.close_timeout)
+                await stop_client(shared.client, shared.close_timeout)
 
-        return shared.client, release
+        return shared, release
 
-    async def dead_letter_client(self) -> Any:
+    async def dead_letter_slot(self) -> ProducerSlot:
         """The producer dead letters go through (the binder's default settings)."""
-        client, _ = await self._shared_client(KafkaProducerProperties(), {})
-        return client
+        slot, _ = await self._shared_client(KafkaProducerProperties(), {})
+        return slot
 
     async def transactional_client(self, binding: KafkaBinding, index: int) -> Any:
         """A started transactional producer for one consumer of ``binding``. Its id is
@@ -209,10 +203,10 @@ class KafkaBinder:
             properties=ext.topic,
             purpose=f"partition-count of binding {spec.binding}",
         )
-        client, release = await self._shared_client(ext, config)
+        slot, release = await self._shared_client(ext, config)
         try:
             await asyncio.wait_for(
-                client.partitions_for(spec.destination), self.environment.health_timeout
+                slot.client.partitions_for(spec.destination), self.environment.health_timeout
             )
         except BaseException:
             await release()
@@ -220,7 +214,7 @@ class KafkaBinder:
         # required-groups need nothing more on Kafka: the topic keeps every record for its
         # retention whoever consumes, and a new named group starts at the earliest offset.
         limit = await self.provisioner.max_message_bytes(spec.destination)
-        return KafkaProducer(self, spec.destination, client, ext.sync, release, limit)
+        return KafkaProducer(self, spec.destination, slot, ext.sync, release, limit)
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -262,14 +256,5 @@ class KafkaBinder:
                 log.warning("binding %s did not stop cleanly: %s", binding.name, describe(exc))
         self._bindings.clear()
         shared, self._producers = list(self._producers.values()), {}
-        await asyncio.gather(*(_stop_client(s.client, s.close_timeout) for s in shared))
+        await asyncio.gather(*(stop_client(s.client, s.close_timeout) for s in shared))
         await self.provisioner.close()
-
-
-async def _stop_client(client: Any, seconds: float) -> None:
-    """Flush and close a producer, giving up after ``seconds`` (an unreachable
-    broker must not hold the app's shutdown)."""
-    try:
-        await asyncio.wait_for(client.stop(), max(seconds, 0.1))
-    except Exception as exc:
-        log.warning("kafka producer did not close cleanly: %s", describe(exc))

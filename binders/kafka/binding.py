@@ -19,7 +19,7 @@ from binder_core.errors import BinderException, DeliveryError
 from binder_core.spi import BindingState, ConsumerSpec, Handle
 from binders.kafka.consumer import Consumer
 from binders.kafka.deadletter import dead_letter
-from binders.kafka.producer import publish
+from binders.kafka.producer import ProducerSlot, publish
 from binders.kafka.provisioning import describe
 from binders.kafka.settings import KafkaConsumerProperties
 
@@ -194,19 +194,16 @@ class KafkaBinding:
                 )
             return
         count = await self.dlq_partitions()
-        client = client or await self.binder.dead_letter_client()
+        # Inside a transaction its producer, else the binder's dead-letter producer, which
+        # is replaced when a refusal broke it (read afresh for every send).
+        slot = None if client is not None else await self.binder.dead_letter_slot()
         letters = [
             dead_letter(r, e, self.group, count) for r, e in zip(records, errors, strict=True)
         ]
         try:
-            await publish(
-                client,
-                self.dlq_name,
-                [(d.key, d.value, d.headers, d.partition) for d in letters],
-                limit=self._dlq_limit,
-            )
+            await self._send_letters(letters, client, slot)
         except DeliveryError:
-            await self._dead_letter_one_by_one(records, errors, count, client)
+            await self._dead_letter_one_by_one(records, errors, count, client, slot)
         log.info(
             "binding %s: dead-lettered %d record%s to %s",
             self.name,
@@ -215,8 +212,24 @@ class KafkaBinding:
             self.dlq_name,
         )
 
+    async def _send_letters(
+        self, letters: Sequence[Any], client: Any, slot: ProducerSlot | None
+    ) -> None:
+        await publish(
+            slot.client if slot is not None else client,
+            self.dlq_name,
+            [(d.key, d.value, d.headers, d.partition) for d in letters],
+            limit=self._dlq_limit,
+            renew=slot.renew if slot is not None else None,
+        )
+
     async def _dead_letter_one_by_one(
-        self, records: Sequence[Any], errors: Sequence[Exception], count: int, client: Any
+        self,
+        records: Sequence[Any],
+        errors: Sequence[Exception],
+        count: int,
+        client: Any,
+        slot: ProducerSlot | None,
     ) -> None:
         """Kafka refused a dead-letter batch for good (most likely a record grew too large
         with its stack trace). Each record is tried alone, then without stack traces; one
@@ -226,12 +239,7 @@ class KafkaBinding:
             for brief in (False, True):
                 d = dead_letter(record, exc, self.group, count, brief=brief)
                 try:
-                    await publish(
-                        client,
-                        self.dlq_name,
-                        [(d.key, d.value, d.headers, d.partition)],
-                        limit=self._dlq_limit,
-                    )
+                    await self._send_letters([d], client, slot)
                     break
                 except DeliveryError as refused:
                     if brief:

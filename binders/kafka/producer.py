@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +44,30 @@ _PERMANENT = frozenset(
         "UnsupportedForMessageFormatError",
         "PolicyViolationError",
         "InvalidRequestError",
+        # UNKNOWN_SERVER_ERROR, which the Java producer does not retry either; aiokafka also
+        # reports broker codes it does not know this way (INVALID_RECORD, for one: a record
+        # without a key sent to a compacted topic).
+        "UnknownError",
     }
 )
+
+#: Answers meaning the idempotent producer's sequence numbers for a partition no longer
+#: match the broker's (after a refused batch left a gap): every later batch of that
+#: partition fails the same way until a new producer (a new producer id) takes over.
+_SEQUENCE_LOST = frozenset(
+    {"OutOfOrderSequenceNumber", "UnknownProducerId", "InvalidProducerEpoch"}
+)
+
+#: Called with the client a batch failed on when that client must be replaced.
+Renew = Callable[[Any], Awaitable[None]]
+
+
+def breaks_producer(exc: BaseException) -> bool:
+    """Whether the client a batch failed on can no longer be trusted with its partition:
+    a refusal leaves a gap in the partition's sequence numbers (a record too large is
+    refused before it is sent, but telling the cases apart is not worth the risk)."""
+    name = type(exc).__name__
+    return name in _SEQUENCE_LOST or name in _PERMANENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +330,7 @@ async def publish(
     records: Sequence[Record],
     sync: bool = False,
     limit: int | None = None,
+    renew: Renew | None = None,
 ) -> None:
     """Send ``records`` to ``topic`` and return once Kafka confirmed every one.
 
@@ -318,7 +341,8 @@ async def publish(
     Raises ``DeliveryError`` when Kafka refuses a record for good (too large, topic not
     allowed); anything else (a timeout, a lost connection) propagates as it is, which the
     core treats as "not confirmed, deliver the input again". ``limit`` is the topic's
-    ``max.message.bytes`` when known.
+    ``max.message.bytes`` when known. ``renew`` is called with ``client`` when an answer
+    means the client must be replaced (``breaks_producer``), before the error is raised.
     """
     if not records:
         return
@@ -333,7 +357,10 @@ async def publish(
             # confirmation is left dangling.
             await batches.wait()
             raise
-        _raise_for(await batches.wait(), topic)
+        failures = await batches.wait()
+        if renew is not None and any(breaks_producer(exc) for exc, _, _ in failures):
+            await renew(client)
+        _raise_for(failures, topic)
 
 
 def _raise_for(failures: Sequence[tuple[BaseException, int, int]], topic: str) -> None:
@@ -369,12 +396,15 @@ class KafkaStage:
     the producer straight away, so the broker round trips of a poll's outputs overlap
     with the processing of the rest of the poll instead of following it."""
 
-    __slots__ = ("_batches", "_client", "_limit", "_slices", "_topic")
+    __slots__ = ("_batches", "_client", "_limit", "_renew", "_slices", "_topic")
 
-    def __init__(self, client: Any, topic: str, limit: int | None = None) -> None:
+    def __init__(
+        self, client: Any, topic: str, limit: int | None = None, renew: Renew | None = None
+    ) -> None:
         self._client = client
         self._topic = topic
         self._limit = limit
+        self._renew = renew
         self._batches: Batches | None = None
         self._slices = 0
 
@@ -405,6 +435,8 @@ class KafkaStage:
             await batches.flush()
         finally:
             failures = await batches.wait()
+            if self._renew is not None and any(breaks_producer(e) for e, _, _ in failures):
+                await self._renew(self._client)
         transient: BaseException | None = None
         for exc, first, last in failures:
             if not _refused(exc):
@@ -425,35 +457,83 @@ class KafkaProducer:
         self,
         binder: Any,
         topic: str,
-        client: Any,
+        slot: ProducerSlot,
         sync: bool,
         release: Any = None,
         limit: int | None = None,
     ) -> None:
         self._binder = binder
         self.topic = topic
-        self._client = client
+        self._slot = slot
         self._sync = sync
         self._release = release
         self._limit = limit  # the topic's max.message.bytes, when known
 
-    def _current(self) -> Any:
-        """The client to send through: inside a consumer transaction of this binder, its
-        transactional producer."""
+    def _current(self) -> tuple[Any, Renew | None]:
+        """The client to send through, and how to replace it: inside a consumer
+        transaction of this binder, its transactional producer (whose failure aborts the
+        transaction instead)."""
         txn = CURRENT.get()
-        return txn.producer if txn is not None and txn.owner is self._binder else self._client
+        if txn is not None and txn.owner is self._binder:
+            return txn.producer, None
+        return self._slot.client, self._slot.renew
 
     async def send(self, messages: Sequence[Message[bytes]]) -> None:
         """Send a batch; inside a consumer transaction of this binder, as part of it."""
-        await publish(self._current(), self.topic, to_records(messages), self._sync, self._limit)
+        client, renew = self._current()
+        await publish(client, self.topic, to_records(messages), self._sync, self._limit, renew)
 
     def stage(self) -> KafkaStage | None:
         """A stage for the outputs of one input batch (none in ``sync`` mode, where every
         record waits for its own confirmation)."""
-        return None if self._sync else KafkaStage(self._current(), self.topic, self._limit)
+        if self._sync:
+            return None
+        client, renew = self._current()
+        return KafkaStage(client, self.topic, self._limit, renew)
 
     async def close(self) -> None:
         """Release this binding's hold on the shared client (the binder closes it)."""
         release, self._release = self._release, None
         if release is not None:
             await release()
+
+
+class ProducerSlot:
+    """A shared producer client that can be replaced while bindings use it.
+
+    After Kafka refuses a batch, the idempotent producer's sequence numbers for that
+    partition have a gap and every later batch there is refused as out of order: one bad
+    record would jam the partition for good. ``renew`` swaps in a new client (a new
+    producer id starts the sequences afresh) and closes the broken one; sends in flight on
+    it fail and their inputs are delivered again, so nothing is lost.
+    """
+
+    def __init__(self, client: Any, start: Callable[[], Awaitable[Any]], close_timeout: float):
+        self.client = client
+        self.users = 0
+        self.close_timeout = close_timeout
+        self.renewals = 0
+        self._start = start
+        self._lock = asyncio.Lock()
+
+    async def renew(self, broken: Any) -> None:
+        """Replace ``broken`` unless another caller already did."""
+        async with self._lock:
+            if self.client is not broken:
+                return
+            log.warning(
+                "kafka producer: a batch was refused, which breaks the producer's sequence "
+                "numbers for its partition; replacing the producer so later batches go through"
+            )
+            self.client = await self._start()
+            self.renewals += 1
+        await stop_client(broken, self.close_timeout)
+
+
+async def stop_client(client: Any, seconds: float) -> None:
+    """Flush and close a producer, giving up after ``seconds`` (an unreachable
+    broker must not hold the app's shutdown)."""
+    try:
+        await asyncio.wait_for(client.stop(), max(seconds, 0.1))
+    except Exception as exc:
+        log.warning("kafka producer did not close cleanly: %s", describe(exc))

@@ -13,9 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import NewTopic
 from pydantic import BaseModel
 
 from binder_core import app_config
+from binder_core.message import Message
 from tests.kafka.conftest import (
     BINDER,
     ROOT,
@@ -277,3 +279,41 @@ async def test_yaml_binding_properties_reach_the_binder(kit: Kit) -> None:
     assert dead.value == b"not json"
     assert dict(dead.headers)["kafka_dlt-exception-fqcn"] == b"binder_core.errors.ConversionError"
     assert max(batches) <= 10
+
+
+async def test_a_record_the_broker_refuses_does_not_jam_its_partition(kit: Kit) -> None:
+    """A compacted topic refuses a record without a key. The idempotent producer's sequence
+    numbers for that partition then have a gap, so every later batch there would be refused
+    as out of order: the binder must replace the producer, dead-letter the one input whose
+    output was refused, and deliver every other output."""
+    source, out, group = kit.name("words"), kit.name("compacted"), kit.name("keyers")
+    kit.names.append(f"error.{source}.{group}")
+    await kit.create(source)
+    await kit.admin.create_topics(
+        [NewTopic(out, 1, 1, topic_configs={"cleanup.policy": "compact"})]
+    )
+
+    def keyed(word: bytes) -> Message[bytes]:
+        return Message(word.upper(), key=None if word == b"nokey" else word)
+
+    stream = {
+        **binder_tree(kit.bootstrap),
+        "function": {"definition": "keyed"},
+        "bindings": {
+            "keyed-in-0": {
+                "destination": source,
+                "group": group,
+                "consumer": {"max-attempts": 2, "back-off-initial-interval": 1},
+            },
+            "keyed-out-0": {"destination": out, "content-type": "application/octet-stream"},
+        },
+    }
+    words = [f"w{i}".encode() for i in range(50)]
+    words += [b"nokey", *(f"v{i}".encode() for i in range(50))]
+    await kit.produce(source, words)
+    async with running_app({"keyed": keyed}, stream):
+        [dead] = await kit.read(f"error.{source}.{group}", 1)
+        got = await kit.read(out, 100)
+    assert dead.value == b"nokey"
+    assert "kafka_dlt-exception-message" in dict(dead.headers)
+    assert sorted(r.value for r in got) == sorted(w.upper() for w in words if w != b"nokey")
