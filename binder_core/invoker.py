@@ -19,7 +19,7 @@ from binder_core.functions import Definition, FunctionInfo
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.output import Output
 from binder_core.retry import RetryPolicy
-from binder_core.spi import Converter, Handle, Outcome, Stage
+from binder_core.spi import PROCESSED, Converter, Handle, Outcome, Stage
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,9 @@ class Invoker:
                     refused.add(len(slices) - 1)
                 handed = len(pending)
             lo = hi
+        processed = PROCESSED.get()
+        if processed is not None:
+            processed()
         confirmed = await stage.confirm()
         retry = [
             i
@@ -403,6 +406,9 @@ class Invoker:
         self, pending: list[Message[bytes]], spans: list[int], outcomes: list[Outcome]
     ) -> None:
         assert self.output is not None
+        processed = PROCESSED.get()
+        if processed is not None:
+            processed()
         try:
             await self.output.send(pending)
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -47,6 +48,15 @@ Outcome = Exception | None
 #: acknowledges the whole batch once it returns. If it raises (the app is stopping, an output
 #: could not be confirmed), nothing of the batch may be acknowledged: it is redelivered.
 Handle = Callable[[Sequence[Message[bytes]]], Awaitable[Sequence[Outcome]]]
+
+#: Optional, for binders that overlap batches. A binder may set it, in the task that calls
+#: a ``Handle``, to a callable; the core calls it once, from inside the handle, when the
+#: batch is processed and its outputs are being handed to the producer, so all that is
+#: left is waiting for their confirmations: the user's function will not run again for this
+#: batch. The binder may then start the next batch (acknowledging in order). Not called
+#: when there is nothing to send, in batch mode (a failed send runs the function again),
+#: or when the batch fails before its outputs are sent.
+PROCESSED: ContextVar[Callable[[], None] | None] = ContextVar("binder_processed", default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pika import exceptions as pika_exc
 
 from binder_core.message import CONTENT_TYPE, Message
-from binder_core.spi import BindingState, ConsumerSpec, Handle, Outcome
+from binder_core.spi import PROCESSED, BindingState, ConsumerSpec, Handle, Outcome
 from binders.rabbit.connection import Chan, ChannelLost
 from binders.rabbit.deadletter import DeadLetters
 from binders.rabbit.provisioning import ConsumerQueue
@@ -238,11 +238,30 @@ class _Consumer:
         self.messages: list[Message[bytes]] = []
         self.methods: list[Any] = []
         self.props: list[Any] = []
-        self.busy = False
         self.subscribed = asyncio.Event()
         self._wake: asyncio.Future[None] | None = None
+        #: The newest batch being processed or confirmed and acknowledged (it awaits the
+        #: one before it, so acknowledgements go out in delivery order).
+        self._inflight: asyncio.Task[None] | None = None
+        self._failures = 0
 
-    def _deliver(self, _ch: Any, method: Any, properties: Any, body: bytes) -> None:
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is being processed, confirmed or acknowledged."""
+        task = self._inflight
+        return task is not None and not task.done()
+
+    async def _drain(self) -> None:
+        """Wait until every batch taken so far is settled (acknowledged or given back)."""
+        task = self._inflight
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    def _deliver(self, ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        current = self.chan
+        if current is None or ch is not current.raw:
+            return  # a channel being closed: RabbitMQ delivers it again elsewhere
         # The header table, plus contentType from the content_type property (Spring's
         # place for it) unless the table has its own.
         table = properties.headers
@@ -340,11 +359,21 @@ class _Consumer:
         self._forget()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            task = self._inflight
+            if task is not None and not task.done():
+                # Cancelled with a batch unsettled: it is given back when its channel closes.
+                task.cancel()
+
+    async def _run(self) -> None:
         b = self.binding
         failures = 0
         while b.state is not BindingState.STOPPED:
             chan = self.chan
             if chan is None or chan.closed is not None:
+                await self._drain()  # a failed batch backs off before the channel reopens
                 try:
                     chan = await self._open()
                 except ChannelLost as exc:
@@ -355,6 +384,7 @@ class _Consumer:
                     await asyncio.sleep(_pause(failures))
                 continue
             if b.paused:
+                await self._drain()  # settle before giving back what is buffered behind
                 self._requeue_buffered(chan)
                 await b.wait_resumed()
                 continue
@@ -393,24 +423,59 @@ class _Consumer:
             else:
                 batch, methods, props = self.messages[:n], self.methods[:n], self.props[:n]
                 del self.messages[:n], self.methods[:n], self.props[:n]
-            self.busy = True
+            # The batch runs as its own task; the next one is taken as soon as this one
+            # is processed and only its outputs' confirmations are pending (the core says
+            # so through PROCESSED), so waiting for the broker overlaps the next batch's
+            # processing. Each batch acknowledges only after the one before it settled.
+            processed = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(
+                self._process(chan, batch, methods, props, self._inflight, processed),
+                name=f"rabbit:{b.name}:{self.index}:batch",
+            )
+            self._inflight = task
+            signalled = asyncio.ensure_future(processed.wait())
             try:
-                try:
-                    outcomes = await b.handle(batch)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    # The core could not finish the batch (an output was not confirmed):
-                    # acknowledge nothing; closing the channel gives back this batch and
-                    # everything buffered behind it, in order.
-                    failures += 1
-                    log.error("binding %s: batch not processed (%s); redelivering", b.name, exc)
-                    self.chan = None
-                    await chan.close()
-                    self._forget()
-                    await asyncio.sleep(_pause(failures))
-                    continue
-                failures = 0
-                await b.settle(chan, self.chan, batch, methods, props, outcomes)
+                await asyncio.wait((task, signalled), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                self.busy = False
+                signalled.cancel()
+        await self._drain()
+
+    async def _process(
+        self,
+        chan: Chan,
+        batch: list[Message[bytes]],
+        methods: list[Any],
+        props: list[Any],
+        previous: asyncio.Task[None] | None,
+        processed: asyncio.Event,
+    ) -> None:
+        """Run one batch through the core, then (after the batch before it) settle it."""
+        b = self.binding
+        PROCESSED.set(processed.set)  # this task's own context
+        try:
+            outcomes = await b.handle(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The core could not finish the batch (an output was not confirmed):
+            # acknowledge nothing; closing the channel gives back this batch and
+            # everything delivered after it, in order.
+            processed.set()
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            self._failures += 1
+            log.error("binding %s: batch not processed (%s); redelivering", b.name, exc)
+            if self.chan is chan:
+                self.chan = None
+            await chan.close()
+            if self.chan is None:
+                self._forget()
+            await asyncio.sleep(_pause(self._failures))
+            return
+        processed.set()
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        self._failures = 0
+        await b.settle(chan, self.chan, batch, methods, props, outcomes)

@@ -3,6 +3,7 @@ app run in-process to show the core's failures (conversion) reach the DLQ."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import types
 from collections.abc import Callable
@@ -237,3 +238,61 @@ async def _depth(admin: Admin, queue: str, n: int) -> bool:
 
 
 assert Path(REPO, "apps", "uppercase.py").exists()
+
+
+async def test_overlapping_batches_keep_order_and_lose_nothing(
+    binder: RabbitBinder, admin: Admin, unique_name: Namer, rabbit_url: str
+) -> None:
+    """A consumer takes its next batch while the previous one's outputs wait for their
+    confirms. With small batches and an async function that yields on every message (so
+    two batches could interleave if the binder let them), the outputs must still come out
+    in input order, each once, and the function must never run for two batches at once."""
+    words, shouted = unique_name("words"), unique_name("shouted")
+    admin.track(words, "g")
+    admin.track(shouted, "check")
+    out = Collector()
+    await binder.consumer(ConsumerSpec("check", shouted, "check"), out)
+    running = 0
+    most = 0
+
+    async def shout(word: str) -> str:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)
+        running -= 1
+        return word.upper()
+
+    module = types.ModuleType("shout_app")
+    module.shout = shout  # type: ignore[attr-defined]
+    tree = {
+        "stream": {
+            "function": {"definition": "shout"},
+            "default-binder": "rabbit",
+            "binders": {"rabbit": {"type": "rabbit", "environment": {"uri": rabbit_url}}},
+            "bindings": {
+                "shout-in-0": {"destination": words, "group": "g", "content-type": "text/plain"},
+                "shout-out-0": {"destination": shouted, "content-type": "text/plain"},
+            },
+            "rabbit": {"bindings": {"shout-in-0": {"consumer": {"prefetch": 20}}}},
+        }
+    }
+    registry = load_plugins()
+    config = load_config(
+        None, [], [], registry.binder_types, environ={}, properties=tree, read_files=False
+    )
+    app_config.use(config.layered)
+    app = App(module, config, registry)
+    await app.start()
+    sent = [f"w{i}" for i in range(3000)]
+    try:
+        producer = await binder.producer(ProducerSpec("in", words))
+        for i in range(0, len(sent), 500):
+            await producer.send([Message(w.encode()) for w in sent[i : i + 500]])
+        await out.wait_for(len(sent))
+    finally:
+        await app.stop()
+        app_config.use(None)
+    assert out.payloads == [w.upper().encode() for w in sent]
+    assert most == 1, "the function ran for two batches at once"
+    assert await admin.state(f"{words}.g") == (0, 0)
