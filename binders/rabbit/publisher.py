@@ -222,16 +222,25 @@ class Publisher:
         self._connection = connection
         self._channel: ConfirmChannel | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
+        #: Callers queued for ``_opening``: while there are any, newcomers queue too.
+        self._queued = 0
 
     async def _current(self) -> ConfirmChannel:
+        """The open channel, opened if need be. Callers get it in the order they asked
+        (the lock is fair, and nobody overtakes the queue while a channel opens), and each
+        writes at once when it returns: publishes go out in call order."""
         channel = self._channel
-        if channel is not None and channel.chan.closed is None:
+        if channel is not None and channel.chan.closed is None and not self._queued:
             return channel
-        async with self._opening:
-            channel = self._channel
-            if channel is None or channel.chan.closed is not None:
-                channel = self._channel = await ConfirmChannel.open(self._connection)
-            return channel
+        self._queued += 1
+        try:
+            async with self._opening:
+                channel = self._channel
+                if channel is None or channel.chan.closed is not None:
+                    channel = self._channel = await ConfirmChannel.open(self._connection)
+                return channel
+        finally:
+            self._queued -= 1
 
     async def publish(
         self, exchange: str, items: Sequence[Item], mandatory: bool
