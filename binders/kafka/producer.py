@@ -35,6 +35,7 @@ Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]], int | No
 _PERMANENT = frozenset(
     {
         "MessageSizeTooLargeError",
+        "RecordTooLargeHere",
         "RecordTooLargeError",
         "RecordListTooLargeError",
         "InvalidTopicError",
@@ -62,12 +63,16 @@ _SEQUENCE_LOST = frozenset(
 Renew = Callable[[Any], Awaitable[None]]
 
 
+class RecordTooLargeHere(Exception):
+    """A record refused before it was sent, for a size Kafka would refuse: the producer
+    never saw it, so its sequence numbers are intact."""
+
+
 def breaks_producer(exc: BaseException) -> bool:
     """Whether the client a batch failed on can no longer be trusted with its partition:
-    a refusal leaves a gap in the partition's sequence numbers (a record too large is
-    refused before it is sent, but telling the cases apart is not worth the risk)."""
+    a batch the broker refused leaves a gap in the partition's sequence numbers."""
     name = type(exc).__name__
-    return name in _SEQUENCE_LOST or name in _PERMANENT
+    return name in _SEQUENCE_LOST or (name in _PERMANENT and name != "RecordTooLargeHere")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +300,9 @@ class Batches:
         if size > self._max:
             # A lone record too large for Kafka (a batch of several never grows past
             # the limit): refused here, as aiokafka's send would, and never sent.
-            from aiokafka.errors import MessageSizeTooLargeError
-
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.set_exception(
-                MessageSizeTooLargeError(
+                RecordTooLargeHere(
                     f"a record of {size} bytes with its batch header is larger than "
                     f"{self._topic} takes ({self._max} bytes: max_request_size, and the "
                     "topic's max.message.bytes)"

@@ -461,9 +461,7 @@ class _Consumer:
             # acknowledge nothing; closing the channel gives back this batch and
             # everything delivered after it, in order.
             processed.set()
-            if previous is not None:
-                with contextlib.suppress(Exception):
-                    await previous
+            await _settled(previous)
             self._failures += 1
             log.error("binding %s: batch not processed (%s); redelivering", b.name, exc)
             if self.chan is chan:
@@ -474,8 +472,14 @@ class _Consumer:
             await asyncio.sleep(_pause(self._failures))
             return
         processed.set()
-        if previous is not None:
-            with contextlib.suppress(Exception):
-                await previous
+        await _settled(previous)
         self._failures = 0
         await b.settle(chan, self.chan, batch, methods, props, outcomes)
+
+
+async def _settled(batch: asyncio.Task[None] | None) -> None:
+    """Wait for the batch before (acknowledgements go out in delivery order); how it ended
+    is its own business."""
+    if batch is not None:
+        with contextlib.suppress(Exception):
+            await batch

@@ -4,7 +4,6 @@ made it, and the core hands a batch's outputs over while it is still processing 
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -23,6 +22,7 @@ from binder_core.spi import Producer, ProducerSpec, StagingProducer
 from binders.kafka.binder import KafkaBinder
 from binders.kafka.settings import KafkaEnvironment, KafkaProducerProperties
 from tests.kafka.conftest import DEADLINE, Kit
+from tests.support import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -104,6 +104,7 @@ async def test_a_refused_record_is_a_delivery_error_and_the_producer_goes_on(
     await producer.send([Message(b"d")])
     records = await kit.read(topic, 101)
     assert [r.value for r in records] == [m.payload for m in small] + [b"d"]
+    assert producer._slot.renewals == 0, "a record refused before sending broke nothing"
 
 
 async def test_a_record_over_max_request_size_is_refused_before_sending(
@@ -149,11 +150,7 @@ async def test_outputs_reach_kafka_while_the_batch_is_still_processed(
             async def arrived() -> bool:
                 return await kit.count(topic) > 0
 
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + DEADLINE
-            while not await arrived():
-                assert loop.time() < deadline, "no output reached Kafka before the batch ended"
-                await asyncio.sleep(0.02)
+            await eventually(arrived, "an output to reach Kafka before the batch ended", DEADLINE)
             seen_before_last.append(await kit.count(topic))
         return word * 400
 
