@@ -167,8 +167,24 @@ def require_broker(config: pytest.Config, name: str) -> str:
     )
     if os.environ.get(ENV_VARS[name]):
         message += f" (or fix {ENV_VARS[name]})"
+    _skip_or_fail(message, "unreachable brokers fail")
+
+
+def require_own_broker(name: str) -> None:
+    """For a fault test that restarts the broker with ``scripts/brokers``, which never
+    touches a broker named by its environment variable: skipped then, or with ``CI=true``
+    failed, so a CI run never goes green without its fault tests."""
+    var = ENV_VARS[name]
+    if os.environ.get(var):
+        _skip_or_fail(
+            f"{var} names an external {name} broker, which scripts/brokers does not restart",
+            "fault tests need a broker they can restart",
+        )
+
+
+def _skip_or_fail(message: str, rule: str) -> None:
     if in_ci():
-        pytest.fail(f"{message} [CI=true: unreachable brokers fail, never skip]", pytrace=False)
+        pytest.fail(f"{message} [CI=true: {rule}, never skip]", pytrace=False)
     pytest.skip(message)
 
 

@@ -91,7 +91,7 @@ class Collector:
         self,
         outcome: Callable[[Message[bytes], int], Outcome] | None = None,
         raise_on: Callable[[Sequence[Message[bytes]], int], bool] | None = None,
-        delay: float = 0.0,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self.seen: list[bytes] = []  # every delivery, duplicates included
         self.headers: list[dict[str, Any]] = []
@@ -101,7 +101,8 @@ class Collector:
         self.cancelled = 0
         self._outcome = outcome
         self._raise_on = raise_on
-        self._delay = delay
+        #: When given, every batch waits for it: a test holds batches in flight with it.
+        self._gate = gate
         self._changed = asyncio.Event()
 
     async def __call__(self, batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
@@ -112,8 +113,8 @@ class Collector:
             raise RuntimeError("the handler refuses this batch")
         self.in_flight += 1
         try:
-            if self._delay:
-                await asyncio.sleep(self._delay)
+            if self._gate is not None:
+                await self._gate.wait()
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -164,6 +165,17 @@ async def eventually(predicate: Callable[[], bool], timeout: float, every: float
             return False
         await asyncio.sleep(every)
     return True
+
+
+def _at_least(got: Collector, count: int) -> Callable[[], bool]:
+    """Whether ``got`` has seen ``count`` deliveries (duplicates included)."""
+    return lambda: len(got.seen) >= count
+
+
+async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """``eventually``, failing the case when ``predicate`` stays false."""
+    if not await eventually(predicate, timeout):
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def numbered(n: int, start: int = 0, prefix: str = "m") -> list[Message[bytes]]:
@@ -508,13 +520,20 @@ class BinderConformance:
         dest = kit.name("concurrency")
         peak = 0
         active = 0
+        overlapped = asyncio.Event()
 
         async def handle(batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
             nonlocal peak, active
             active += 1
             peak = max(peak, active)
+            if active > 1:
+                overlapped.set()
             try:
-                await asyncio.sleep(0.002)
+                # The first batch waits (a bounded while) for another consumer to be in a
+                # batch too: parallel consumers overlap at once, a serial binder never does.
+                if peak == 1 and not overlapped.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(overlapped.wait(), 5.0)
                 return await got(batch)
             finally:
                 active -= 1
@@ -551,13 +570,18 @@ class BinderConformance:
         binder = await kit.binder()
         requires(binder, Capability.GROUPS)
         dest = kit.name("stop")
-        got = Collector(delay=0.05)
+        gate = asyncio.Event()
+        got = Collector(gate=gate)
         binding = await kit.consumer(binder, dest, "g", got)
         await send_all(await kit.producer(binder, dest), numbered(300))
-        assert await eventually(lambda: got.in_flight > 0, kit.subject.timeout, 0.001), (
+        assert await eventually(lambda: got.in_flight > 0, kit.subject.timeout), (
             "no batch was ever in flight"
         )
-        await binding.stop()
+        # Stop while a batch is held, then let it finish: stop must wait for it.
+        stopping = asyncio.ensure_future(binding.stop())
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.wait_for(stopping, kit.subject.timeout)
         assert got.cancelled == 0, "stop cancelled the batch in flight"
         assert got.in_flight == 0
         await binding.start()
@@ -607,20 +631,19 @@ class BinderConformance:
                     await producer.send([Message(payload, {"i": j}) for j in range(i, i + 100)])
                     sent += 100
 
+            tracemalloc.reset_peak()
             task = asyncio.ensure_future(produce())
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 20
-            peak_growth = 0
-            last, stalled = -1, 0
-            # Until the producer is done or held back by back-pressure (no progress in 1 s).
-            while not task.done() and loop.time() < deadline and stalled < 20:
-                await asyncio.sleep(0.05)
-                stalled = stalled + 1 if sent == last else 0
-                last = sent
-                current, _ = tracemalloc.get_traced_memory()
-                peak_growth = max(peak_growth, current - base)
-            current, _ = tracemalloc.get_traced_memory()
-            peak_growth = max(peak_growth, current - base)
+            # Until the producer is done, or held back by back-pressure: a whole second of
+            # waiting on it without one more send.
+            while loop.time() < deadline:
+                before = sent
+                done, _ = await asyncio.wait([task], timeout=1.0)
+                if done or sent == before:
+                    break
+            _, peak = tracemalloc.get_traced_memory()
+            peak_growth = peak - base
         finally:
             tracemalloc.stop()
             release.set()
@@ -645,17 +668,20 @@ class BinderConformance:
         await kit.consumer(binder, src, "g", invoker.handle)
         producer = await kit.producer(binder, src)
         messages = numbered(10_000)
+        timeout = kit.subject.timeout * 4
 
         async def produce() -> None:
+            # At most 1,000 ahead of what came out, so the stream is still flowing when
+            # the broker restarts, and waits out the restart instead of running ahead.
             for i in range(0, len(messages), 100):
+                await _until(_at_least(got, i - 1000), timeout, "the stream")
                 await producer.send(messages[i : i + 100])
-                await asyncio.sleep(0.005)
 
         task = asyncio.ensure_future(produce())
-        for _ in range(2):
-            await asyncio.sleep(0.5)
+        for k in (1, 2):
+            await _until(_at_least(got, 3000 * k), timeout, "the stream")
             await kit.subject.restart_broker()
-        await asyncio.wait_for(task, kit.subject.timeout * 4)
+        await asyncio.wait_for(task, timeout)
         await got.wait_for(10_000, kit.subject.timeout * 4)
         assert got.unique == {f"M{i}".encode() for i in range(10_000)}
         print(f"broker restarted twice: 10000 delivered, {got.duplicates} duplicates")

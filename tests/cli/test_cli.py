@@ -138,11 +138,11 @@ def test_send_and_tail_explain_why_memory_cannot() -> None:
 def test_sigterm_with_messages_in_flight_loses_none(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "cfg",
-        "stream:\n  function:\n    definition: numbers;slow_double;record\n"
+        "stream:\n  function:\n    definition: numbers;double;record\n"
         "  bindings:\n"
         "    numbers-out-0: {destination: n, producer: {required-groups: [g]}}\n"
-        "    slow_double-in-0: {destination: n, group: g}\n"
-        "    slow_double-out-0: {destination: d, producer: {required-groups: [r]}}\n"
+        "    double-in-0: {destination: n, group: g}\n"
+        "    double-out-0: {destination: d, producer: {required-groups: [r]}}\n"
         "    record-in-0: {destination: d, group: r}\n",
     )
     env = dict(os.environ)

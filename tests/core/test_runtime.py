@@ -16,6 +16,7 @@ from binder_core import Message, StreamBridge
 from binder_core.deadletter import EXCEPTION_FQCN, EXCEPTION_MESSAGE, ORIGINAL_TOPIC
 from binder_core.errors import ConfigError
 from binder_core.testing import TestApp
+from tests.support import eventually
 
 FAST_RETRY = {"default": {"consumer": {"back-off-initial-interval": 1, "back-off-max-interval": 5}}}
 
@@ -277,7 +278,10 @@ async def test_two_groups_each_get_everything_members_compete() -> None:
     async with TestApp({k: make(k) for k in seen}, properties=tree) as app:
         for i in range(500):
             await app.send("d", i)
-        await wait_for(lambda: len(seen["a1"]) + len(seen["a2"]) == 500 and len(seen["b"]) == 500)
+        await eventually(
+            lambda: len(seen["a1"]) + len(seen["a2"]) == 500 and len(seen["b"]) == 500,
+            "every group to get all 500",
+        )
         assert sorted(seen["a1"] + seen["a2"]) == list(range(500))
         assert seen["b"] == list(range(500))
 
@@ -312,7 +316,7 @@ async def test_partitions_route_by_key_and_instance_index() -> None:
         symbols = [f"S{i}" for i in range(20)] * 5
         for s in symbols:
             await app.send("emit-in-0", s)
-        await wait_for(lambda: len(got["p0"]) + len(got["p1"]) == 100)
+        await eventually(lambda: len(got["p0"]) + len(got["p1"]) == 100, "100 across partitions")
     from binder_core.expression import select_partition
 
     for name, index in (("p0", 0), ("p1", 1)):
@@ -345,12 +349,12 @@ async def test_back_pressure_bounds_the_queue_of_a_slow_consumer() -> None:
     tree["stream"]["memory"] = {"binder": {"buffer-size": 100, "max-batch": 10}}
     async with TestApp({"fast": fast, "slow": slow}, properties=tree) as app:
         queue = app._broker.destination("d").groups["g"]
-        await wait_for(lambda: queue.size >= 100)
+        await eventually(lambda: queue.size >= 100, "the queue to fill")
         for _ in range(20):  # the supplier is blocked, not buffering more
             await asyncio.sleep(0)
         assert queue.size <= 100 + 256
         release.set()
-        await wait_for(lambda: consumed == 5000, timeout=10)
+        await eventually(lambda: consumed == 5000, "all 5000 consumed", 10)
 
 
 async def test_stream_bridge_to_binding_and_dynamic_destinations() -> None:
@@ -389,11 +393,12 @@ async def test_unknown_function_and_bad_expression_fail_before_start() -> None:
 
 async def test_graceful_stop_finishes_in_flight_batch() -> None:
     started = asyncio.Event()
+    gate = asyncio.Event()
     finished: list[int] = []
 
     async def slow(n: int) -> int:
         started.set()
-        await asyncio.sleep(0.05)
+        await gate.wait()
         finished.append(n)
         return n
 
@@ -401,13 +406,9 @@ async def test_graceful_stop_finishes_in_flight_batch() -> None:
     for i in range(3):
         await app.send("slow-in-0", i)
     await started.wait()
-    await app.stop()
+    stopping = asyncio.ensure_future(app.stop())
+    await asyncio.sleep(0)  # one turn of the loop: stop() is now under way
+    assert not stopping.done(), "stop() returned with a batch in flight"
+    gate.set()
+    await stopping
     assert finished == [0, 1, 2]
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)

@@ -23,6 +23,7 @@ from binder_core import app_config
 from binder_core.config import load_config
 from binder_core.plugins import load_plugins
 from binder_core.runtime import App
+from tests.support import eventually
 
 DEADLINE = 30.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,14 +52,13 @@ class Kit:
         response = await self.admin.create_topics([NewTopic(topic, partitions, 1)])
         for entry in response.topic_errors:
             assert entry[1] == 0, entry
-        deadline = asyncio.get_running_loop().time() + DEADLINE
-        while True:
+
+        async def led() -> bool:
             found = await self.admin.describe_topics([topic])
             parts = found[0].get("partitions") or []
-            if len(parts) == partitions and all(p["leader"] >= 0 for p in parts):
-                return
-            assert asyncio.get_running_loop().time() < deadline, f"{topic} has no leaders"
-            await asyncio.sleep(0.05)
+            return len(parts) == partitions and all(p["leader"] >= 0 for p in parts)
+
+        await eventually(led, f"leaders for every partition of {topic}", DEADLINE)
 
     async def partitions(self, topic: str) -> int:
         found = await self.admin.describe_topics([topic])
@@ -168,14 +168,14 @@ class Kit:
 
 
 async def _partitions_for(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while True:
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return sorted(parts)
+    async def known() -> bool:
+        if consumer.partitions_for_topic(topic):
+            return True
         await consumer._client.force_metadata_update()
-        assert asyncio.get_running_loop().time() < deadline, f"no topic {topic}"
-        await asyncio.sleep(0.05)
+        return False
+
+    await eventually(known, f"metadata of topic {topic}", DEADLINE)
+    return sorted(consumer.partitions_for_topic(topic))
 
 
 @pytest.fixture
@@ -243,7 +243,9 @@ async def running_app(
         app_config.use(None)
 
 
-def start_binder(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+def start_binder(
+    args: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``binder <args>`` in the repository, its log appended to ``log``."""
     with log.open("ab") as sink:
         return subprocess.Popen(
@@ -251,15 +253,11 @@ def start_binder(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=sink,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
 
 async def wait_exit(process: subprocess.Popen[bytes], seconds: float) -> int:
     """The process's exit code; fails if it is still running after ``seconds``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while process.poll() is None:
-        assert loop.time() < deadline, f"process {process.pid} did not exit within {seconds} s"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: process.poll() is not None, f"process {process.pid} to exit", seconds)
     return process.returncode

@@ -107,16 +107,16 @@ def _write_config(directory: Path, bootstrap: str, source: str, sink: str, group
     (directory / "application.yaml").write_text(
         f"""
 stream:
-  function: {{definition: shout}}
+  function: {{definition: upper}}
   default-binder: kafka
   binders:
     kafka: {{type: kafka, environment: {{bootstrap-servers: "{bootstrap}"}}}}
   bindings:
-    shout-in-0: {{destination: {source}, group: {group}, content-type: text/plain}}
-    shout-out-0: {{destination: {sink}, content-type: text/plain}}
+    upper-in-0: {{destination: {source}, group: {group}, content-type: text/plain}}
+    upper-out-0: {{destination: {sink}, content-type: text/plain}}
   kafka:
     bindings:
-      shout-in-0:
+      upper-in-0:
         consumer:
           max-poll-records: 200
           # the killed member's partitions come back after its session times out
@@ -125,10 +125,12 @@ stream:
     )
 
 
-def _start(config: Path) -> subprocess.Popen[bytes]:
-    """``binder run`` of the slow app; its log goes to ``run.log`` next to its config."""
+def _start(config: Path, hold: str | None = None) -> subprocess.Popen[bytes]:
+    """``binder run`` of the crash-test app (holding the batch with ``hold``, if given);
+    its log goes to ``run.log`` next to its config."""
+    env = {"BINDER_TEST_HOLD": hold} if hold else {}
     return start_binder(
-        ["run", "tests.kafka.slow_upper", "--config", str(config)], config / "run.log"
+        ["run", "tests.held_upper", "--config", str(config)], config / "run.log", env
     )
 
 
@@ -140,10 +142,10 @@ async def test_consumer_killed_mid_batch_loses_nothing(kit: Kit, tmp_path: Path)
     await kit.produce(source, words)
     _write_config(tmp_path, kit.bootstrap, source, sink, group)
 
-    first = _start(tmp_path)
+    first = _start(tmp_path, hold="word-1000")
     try:
-        # Outputs go out at the end of each batch of 200; once some are out, the next
-        # batch is being processed: kill the process in the middle of it.
+        # Outputs go out at the end of each batch of 200; the batch holding word-1000
+        # never ends: once some outputs are out, kill the process in the middle of it.
         await eventually(lambda: kit.count(sink), what="the first batch's outputs")
         first.send_signal(signal.SIGKILL)
         assert await wait_exit(first, 10) == -signal.SIGKILL

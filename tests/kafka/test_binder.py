@@ -28,7 +28,7 @@ from binders.kafka.settings import (
     KafkaConsumerProperties,
     KafkaEnvironment,
 )
-from tests.kafka.conftest import Kit
+from tests.kafka.conftest import DEADLINE, Kit
 from tests.support import eventually
 
 pytestmark = pytest.mark.kafka
@@ -324,16 +324,17 @@ async def test_a_raising_handle_gets_the_batch_again(binder: KafkaBinder, kit: K
 
 async def test_pause_resume_and_stop_start_keep_position(binder: KafkaBinder, kit: Kit) -> None:
     topic, group = kit.name("lifecycle"), kit.name("g")
-    got = Collector()
+    got, witness = Collector(), Collector()
     binding = await binder.consumer(consumer_spec(topic, group), got)
+    await binder.consumer(consumer_spec(topic, kit.name("witness"), "witness"), witness)
     await kit.produce(topic, [b"1", b"2"])
     await eventually(lambda: len(got.messages) == 2, what="first two")
 
     await binding.pause()
     assert binding.state is BindingState.PAUSED
     await kit.produce(topic, [b"3", b"4"])
-    # An observation window for "nothing arrives while paused": several poll cycles.
-    await asyncio.sleep(1.0)
+    # Another group got them through the same binder and topic: the paused one got none.
+    await eventually(lambda: len(witness.messages) == 4, what="the witness group")
     assert len(got.messages) == 2
     await binding.resume()
     assert binding.state.value == "running"
@@ -468,16 +469,30 @@ async def test_reset_offsets_replays_from_the_start_offset(binder: KafkaBinder, 
 
 
 async def test_rebalance_mid_stream_commits_finished_work_first(
-    binder: KafkaBinder, kit: Kit
+    binder: KafkaBinder, kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A second member joins while the first is processing: the first finishes and commits
-    its batch before its partitions move, so the new owner starts exactly after it."""
+    """A second member joins while the first holds a batch in flight: the first finishes
+    and commits that batch before its partitions move, so the new owner starts exactly
+    after it. The batch is held at a gate until the first member's revocation has begun."""
+    from binders.kafka.consumer import Consumer
+
     topic, group = kit.name("rebalance"), kit.name("g")
     await kit.create(topic, 4)
     seen: list[bytes] = []
+    held, gate, revoking = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    revoke = Consumer.revoked
+
+    async def observed(self: Consumer, consumer: Any, revoked: set[Any]) -> None:
+        if revoked and held.is_set():
+            revoking.set()
+        await revoke(self, consumer, revoked)
+
+    monkeypatch.setattr(Consumer, "revoked", observed)
 
     async def slow(batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
-        await asyncio.sleep(0.02)  # keeps a batch in flight most of the time
+        if len(seen) >= 100 and not gate.is_set():
+            held.set()
+            await gate.wait()
         seen.extend(m.payload for m in batch)
         return [None] * len(batch)
 
@@ -486,8 +501,14 @@ async def test_rebalance_mid_stream_commits_finished_work_first(
     await kit.produce(
         topic, [f"a{i}".encode() for i in range(400)], keys=[b"%d" % i for i in range(400)]
     )
-    await eventually(lambda: len(seen) >= 100, what="the first member to be busy")
-    await binder.consumer(consumer_spec(topic, group, "second", ext=ext), slow)
+    await asyncio.wait_for(held.wait(), DEADLINE)
+    joining = asyncio.ensure_future(
+        binder.consumer(consumer_spec(topic, group, "second", ext=ext), slow)
+    )
+    await asyncio.wait_for(revoking.wait(), DEADLINE)
+    assert held.is_set() and not joining.done(), "the rebalance did not wait for the batch"
+    gate.set()
+    await asyncio.wait_for(joining, DEADLINE)
     await kit.produce(
         topic, [f"b{i}".encode() for i in range(400)], keys=[b"%d" % i for i in range(400)]
     )

@@ -137,8 +137,8 @@ async def test_a_consumer_killed_mid_batch_has_its_entries_claimed(
     )
     sent = [f"w{i}" for i in range(400)]
     await producer.send([Message(w.encode(), {"contentType": "text/plain"}) for w in sent])
-    run = ["run", "tests.plugins.slow_upper", "--config", str(tmp_path), "--profile", "redis"]
-    first = apps(*run)
+    run = ["run", "tests.held_upper", "--config", str(tmp_path), "--profile", "redis"]
+    first = apps(*run, env={"BINDER_TEST_HOLD": "w200"})  # its batch holding w200 never ends
     await out.wait_for(20)
     await eventually(lambda: _pending_above(admin, words, 0), "a batch in flight")
     first.kill()  # SIGKILL mid-batch: its entries stay pending under its consumer name

@@ -409,9 +409,11 @@ async def test_unreachable_broker_fails_start_after_startup_timeout_with_a_clear
     await b.close()
 
 
-async def test_start_waits_for_a_broker_that_comes_up_late(rabbit_url: str) -> None:
-    """A relay on a free loopback port opens, 1.5 s after start() began, in front of the real
-    broker: start-up must have kept trying and then connect through it."""
+async def test_start_waits_for_a_broker_that_comes_up_late(
+    rabbit_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A relay on a free loopback port opens in front of the real broker only after
+    start-up has failed to connect twice: it must keep trying and then connect through it."""
     params = pika.URLParameters(rabbit_url)
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -445,7 +447,10 @@ async def test_start_waits_for_a_broker_that_comes_up_late(rabbit_url: str) -> N
     )
     b = RabbitBinder("late", env)
     starting = asyncio.ensure_future(b.start())
-    await asyncio.sleep(1.5)
+    await eventually(
+        lambda: sum("retrying in" in r.getMessage() for r in caplog.records) >= 2,
+        "start-up to retry twice",
+    )
     assert not starting.done(), "start() returned before any broker listened"
     server = await asyncio.start_server(relay, "127.0.0.1", port)
     try:

@@ -15,6 +15,7 @@ from binder_core.message import Message
 from binder_core.properties import ProducerProperties
 from binder_core.spi import ConsumerSpec, ProducerSpec
 from binders.rabbit.binder import RabbitBinder
+from tests.brokers import require_own_broker
 from tests.rabbit.conftest import Admin
 from tests.support import REPO, AppProcess, Collector, eventually
 
@@ -100,8 +101,7 @@ async def _subscribed(admin: Admin, queue: str) -> bool:
 async def test_broker_restart_mid_stream_loses_nothing(
     binder: RabbitBinder, admin: Admin, apps: Apps, unique_name: Namer, rabbit_url: str
 ) -> None:
-    if os.environ.get("RABBITMQ_URL"):
-        pytest.skip("the broker is external: scripts/brokers cannot restart it")
+    require_own_broker("rabbit")
     words, shouted = unique_name("words"), unique_name("shouted")
     admin.track(words, "shouters")
     admin.track(shouted, "check")
