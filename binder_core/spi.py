@@ -190,6 +190,10 @@ class Binder(Protocol):
 #: Builds a binder from its validated ``environment`` (the model its type registered).
 BinderFactory = Callable[[str, Any], Binder]
 
+#: Checks a destination or group name against the broker's rules: called with the kind of
+#: name (``"destination"`` or ``"group"``) and the name; returns what is wrong, or ``None``.
+NameCheck = Callable[[str, str], str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class BinderType:
@@ -206,6 +210,8 @@ class BinderType:
     consumer: type[BaseModel] | None = None
     producer: type[BaseModel] | None = None
     description: str = ""
+    #: The broker's naming rules, checked at configuration load (before anything connects).
+    check_name: NameCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
