@@ -21,6 +21,7 @@ from binder_core import app_config
 from binder_core.config import AppConfig, load_config
 from binder_core.errors import BinderException, ConfigError, Problem, did_you_mean
 from binder_core.plugins import Registry, load_plugins
+from binder_core.secrets import install_log_filter, mask_text
 
 log = logging.getLogger("binder")
 
@@ -149,16 +150,17 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         # what a user needs to know about them.
         for noisy in ("aiokafka", "kafka", "pika", "redis"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_log_filter()
     try:
         code = COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"binder: {exc.render()}", file=sys.stderr)
         code = EXIT_USAGE
     except UsageError as exc:
-        print(f"binder: {exc}", file=sys.stderr)
+        print(f"binder: {mask_text(str(exc))}", file=sys.stderr)
         code = EXIT_USAGE
     except BinderException as exc:
-        print(f"binder: {exc}", file=sys.stderr)
+        print(f"binder: {mask_text(str(exc))}", file=sys.stderr)
         code = EXIT_FAILURE
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
@@ -187,7 +189,7 @@ def import_app(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and not name.startswith(exc.name) and exc.name != name:
-            raise  # the app imports something missing: show its real error
+            raise UsageError(_import_failure(name, exc, "is it installed?")) from None
         known = [p.stem for p in Path(cwd).glob("*.py")] + [
             f"{d.name}.{p.stem}"
             for d in Path(cwd).iterdir()
@@ -198,6 +200,48 @@ def import_app(name: str) -> ModuleType:
         raise UsageError(
             f"cannot import app module '{name}' from {cwd}" + did_you_mean(name, known)
         ) from None
+    except BinderException:
+        raise  # a bad app setting read at import: already a message for the user
+    except SyntaxError as exc:
+        where = f"{_shown_path(exc.filename)}:{exc.lineno}" if exc.filename else name
+        code = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        raise UsageError(
+            f"cannot import app module '{name}': {where}: {type(exc).__name__}: {exc.msg}"
+            f"{code}; fix the module and run again"
+        ) from None
+    except Exception as exc:
+        raise UsageError(_import_failure(name, exc, "")) from None
+
+
+def _import_failure(name: str, exc: BaseException, hint: str) -> str:
+    """One paragraph for an app module that raised while being imported: where (the
+    innermost frame outside the import machinery) and what, without the traceback."""
+    where = own = ""
+    cwd = str(Path.cwd().resolve())
+    tb = exc.__traceback__
+    while tb is not None:
+        file = tb.tb_frame.f_code.co_filename
+        if not file.startswith("<"):  # "<frozen importlib._bootstrap>" and the like
+            where = f"{_shown_path(file)}:{tb.tb_lineno}: "
+            if str(Path(file).resolve()).startswith(cwd) and ".venv" not in file:
+                own = where  # the app's own line beats a library's
+        tb = tb.tb_next
+    where = own or where
+    text = str(exc).strip()
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return (
+        f"cannot import app module '{name}': {where}{what}"
+        + (f" ({hint})" if hint else "")
+        + "; nothing was started"
+    )
+
+
+def _shown_path(file: str) -> str:
+    """A file path relative to the working directory when it is inside it."""
+    try:
+        return str(Path(file).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return file
 
 
 def cmd_run(args: argparse.Namespace) -> int:

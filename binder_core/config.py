@@ -23,7 +23,7 @@ from binder_core.properties import (
     kebab,
     overlay,
 )
-from binder_core.secrets import is_secret
+from binder_core.secrets import is_secret, mask_repr
 from binder_core.spi import BinderType
 
 #: Top-level keys that are probably a misspelt or Spring-style ``stream:``.
@@ -355,7 +355,7 @@ def _problems(
         if error["type"] == "missing":
             message = "required key is missing"
         elif not any(is_secret(p) for p in path) and error["type"] != "model_type":
-            message += f" (got {error['input']!r})"
+            message += f" (got {mask_repr(error['input'], path[-1] if path else '')})"
         out.append(Problem(dotted, message, where))
     return out
 

@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from binder_core.secrets import mask_text
+
 
 class BinderException(Exception):
     """Base of every error this framework raises on purpose."""
@@ -21,7 +23,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.path}: {self.message}"
+        return mask_text(f"{where}{self.path}: {self.message}")
 
 
 class ConfigError(BinderException):

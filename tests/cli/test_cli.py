@@ -179,3 +179,62 @@ def test_unreachable_broker_fails_start_up_with_exit_1_in_bounded_time() -> None
     assert "binder 'kafka' (kafka) could not start" in result.stderr
     assert "127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_config_masks_secrets_in_every_form(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "cfg",
+        "stream:\n  binders:\n    k:\n      type: kafka\n      environment:\n"
+        "        configuration:\n"
+        '          sasl.jaas.config: \'ScramLoginModule required username="a" '
+        'password="hunter2";\'\n'
+        "          sasl_plain_password: hunter2\n"
+        "          security.protocol: SASL_SSL\n"
+        "    r: {type: rabbit, environment: {uri: 'AMQPS://alice:hunter2@127.0.0.1:5671/'}}\n"
+        "myapp:\n"
+        "  broker-url: amqp://alice:hunter2@127.0.0.1/\n"
+        "  cache: redis://:hunter2@127.0.0.1:6379/0\n"
+        "  events: kafka+ssl://alice:hunter2@127.0.0.1:9093\n"
+        "  sasl: {jaas: {config: 'password=\"hunter2\"'}}\n"
+        "  ssl-key-password: hunter2\n"
+        "  password-file: /run/secrets/pw\n"
+        "  ApiToken: hunter2\n",
+    )
+    result = binder(
+        "config", "--config", str(config),
+        "--set", "myapp.other=AMQP://bob:hunter2@h",
+        "--set", "myapp.nested.client_secret=hunter2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    lines = {line.split(" = ")[0].strip(): line for line in result.stdout.splitlines()[2:]}
+    assert "amqp://alice:******@127.0.0.1/" in lines["myapp.broker-url"]
+    assert "redis://:******@127.0.0.1:6379/0" in lines["myapp.cache"]
+    assert "kafka+ssl://alice:******@127.0.0.1:9093" in lines["myapp.events"]
+    assert "AMQP://bob:******@h" in lines["myapp.other"]
+    assert "/run/secrets/pw" in lines["myapp.password-file"]  # the path, never the contents
+    assert "SASL_SSL" in lines["stream.binders.k.environment.configuration.security.protocol"]
+    for key in (
+        "myapp.sasl.jaas.config",
+        "myapp.ssl-key-password",
+        "myapp.ApiToken",
+        "myapp.nested.client_secret",
+        "stream.binders.k.environment.configuration.sasl.jaas.config",
+        "stream.binders.k.environment.configuration.sasl_plain_password",
+    ):
+        assert "******" in lines[key], key
+
+
+def test_logs_and_errors_of_a_run_mask_urls_with_passwords(tmp_path: Path) -> None:
+    (tmp_path / "leaky.py").write_text(
+        "import logging\n"
+        "logging.getLogger('leaky').warning('connecting to %s', 'amqp://u:hunter2@h:5672')\n"
+        "raise RuntimeError('cannot reach redis://:hunter2@cache:6379')\n"
+    )
+    result = binder("run", "leaky", "--config", str(write_config(tmp_path / "c", "{}\n")),
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr
+    assert "amqp://u:******@h:5672" in result.stderr
+    assert "redis://:******@cache:6379" in result.stderr
+    assert "Traceback" not in result.stderr
