@@ -53,6 +53,15 @@ class DeliveryError(BinderException):
     """A broker refused, could not route, or did not confirm a message."""
 
 
+class ProducerClosedError(BinderException):
+    """A send on a producer that was closed (or is closing).
+
+    Raised at once, so a caller that keeps sending cannot spin. Not a ``DeliveryError``:
+    the message was not refused, the producer is gone (the app is stopping, or a dynamic
+    destination's producer was evicted), so the input it came from is delivered again
+    rather than dead-lettered."""
+
+
 class BinderUnavailableError(BinderException):
     """A binder type is not installed, or its plugin failed to load."""
 
