@@ -97,54 +97,161 @@ def _copy(value: Any) -> Any:
     return value
 
 
+#: Deepest nesting a configuration file may have; real ones stay under ten levels.
+MAX_DEPTH = 64
+#: Most values (keys, scalars, lists, mappings) a document may expand to once its aliases
+#: are followed: an "alias bomb" of a few hundred bytes is refused before it is expanded.
+MAX_VALUES = 100_000
+
+
+class LimitError(yaml.MarkedYAMLError):
+    """A document over one of the limits above, or one with a recursive alias."""
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, composing with a depth limit and counting what the document's
+    aliases expand to, in time linear in the document (nothing is expanded here)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._total = 0  # values composed so far, each alias counted as what it expands to
+        self._sizes: dict[int, int] = {}  # id(node) -> values it expands to
+
+    def _count(self, n: int, mark: Any) -> None:
+        self._total += n
+        if self._total > MAX_VALUES:
+            raise LimitError(
+                None,
+                None,
+                f"the document expands to more than {MAX_VALUES:,} values once its aliases "
+                "are followed (an alias bomb?); refused without expanding it",
+                mark,
+            )
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:  # the anchored value is still being read: it contains itself
+                raise LimitError(
+                    None,
+                    None,
+                    f"recursive alias *{event.anchor}: it refers to a value that contains it",
+                    event.start_mark,
+                )
+            self._count(size, event.start_mark)
+            return node
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise LimitError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        before = self._total
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._sizes[id(node)] = self._total - before + 1
+        self._count(1, event.start_mark)
+        return node
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(file: Path) -> tuple[dict[str, Any], dict[Path_, str], list[Problem]]:
     """Parse one YAML file into a tree and a ``file:line`` label per key path."""
     label = str(file)
     try:
-        text = file.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = file.read_bytes()
     except OSError as exc:
         return {}, {}, [Problem("(file)", f"cannot read: {exc.strerror}", label)]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return (
+            {},
+            {},
+            [
+                Problem(
+                    "(file)",
+                    f"not UTF-8: byte 0x{data[exc.start]:02x} at column {column}; "
+                    "save the file as UTF-8",
+                    f"{label}:{line}",
+                )
+            ],
+        )
+    try:
+        node = _compose(text)
+    except LimitError as exc:
+        return {}, {}, [Problem("(file)", str(exc.problem), _where(label, exc))]
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark is not None else label
         reason = getattr(exc, "problem", None) or str(exc)
-        return {}, {}, [Problem("(file)", f"not valid YAML: {reason}", where)]
+        return {}, {}, [Problem("(file)", f"not valid YAML: {reason}", _where(label, exc))]
+    except RecursionError:  # a backstop: the limits above should always come first
+        return {}, {}, [Problem("(file)", "nested too deeply to read", label)]
     if node is None:
         return {}, {}, []
     if not isinstance(node, yaml.MappingNode):
         return {}, {}, [Problem("(file)", "the top level must be a mapping of keys", label)]
     marks: dict[Path_, str] = {}
     problems: list[Problem] = []
-    tree = _construct(node, (), label, marks, problems)
+    tree = _construct(node, (), label, marks, problems, yaml.SafeLoader(""))
     return tree, marks, problems
 
 
+def _where(label: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f"{label}:{mark.line + 1}" if mark is not None else label
+
+
 def _construct(
-    node: yaml.Node, path: Path_, label: str, marks: dict[Path_, str], problems: list[Problem]
+    node: yaml.Node,
+    path: Path_,
+    label: str,
+    marks: dict[Path_, str],
+    problems: list[Problem],
+    scalars: yaml.SafeLoader,
 ) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = str(yaml.SafeLoader("").construct_object(key_node))
+            line = f"{label}:{key_node.start_mark.line + 1}"
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(Problem(".".join(path) or "(file)", "a key must be a name", line))
+                continue
+            key = str(scalars.construct_object(key_node))
             sub = (*path, canonical(key))
-            marks[sub] = f"{label}:{key_node.start_mark.line + 1}"
+            marks[sub] = line
             if key in out:
                 problems.append(Problem(".".join(sub), "key given twice", marks[sub]))
-            out[key] = _construct(value_node, sub, label, marks, problems)
+            out[key] = _construct(value_node, sub, label, marks, problems, scalars)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, path, label, marks, problems) for v in node.value]
-    return yaml.SafeLoader("").construct_object(node)
+        return [_construct(v, path, label, marks, problems, scalars) for v in node.value]
+    return scalars.construct_object(node)
 
 
 def parse_scalar(text: str) -> Any:
     """Values from the environment and ``--set`` are typed as YAML would type them, so
-    ``3`` is a number, ``true`` a boolean and ``[a, b]`` a list."""
-    try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
+    ``3`` is a number, ``true`` a boolean and ``[a, b]`` a list. Text that is not valid
+    YAML, or over the limits of a configuration file, stays the text it is."""
+    if not text.strip():
         return text
+    try:
+        node = _compose(text)
+    except (yaml.YAMLError, RecursionError):
+        return text
+    if node is None:
+        return None
+    return _construct(node, (), "", {}, [], yaml.SafeLoader(""))
 
 
 _SEGMENT = re.compile(r"\[([^\]]+)\]|([^.\[\]]+)")

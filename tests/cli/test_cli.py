@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,33 @@ def test_logs_and_errors_of_a_run_mask_urls_with_passwords(tmp_path: Path) -> No
     assert "amqp://u:******@h:5672" in result.stderr
     assert "redis://:******@cache:6379" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &a [x,x,x,x,x,x,x,x,x]\n"
+         + "".join(f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]\n"
+                   for p, n in zip("abcdefgh", "bcdefghi", strict=True)),
+         "alias bomb"),
+        ("loop: &a [1, *a]\n", "recursive alias *a"),
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64 levels"),
+        (b"name: caf\xe9\n", "not UTF-8"),
+    ],
+)  # fmt: skip
+def test_hostile_yaml_is_a_configuration_error_not_a_traceback(
+    tmp_path: Path, text: str | bytes, expected: str
+) -> None:
+    directory = tmp_path / "cfg"
+    directory.mkdir()
+    file = directory / "application.yaml"
+    if isinstance(text, bytes):
+        file.write_bytes(text)
+    else:
+        file.write_text(text)
+    started = time.perf_counter()
+    result = binder("config", "--config", str(directory))
+    assert time.perf_counter() - started < 10
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{file}:" in result.stderr and expected in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,74 @@ def test_secrets_are_not_echoed_in_errors(tmp_path: Path) -> None:
         load(tmp_path)
     assert "hunter2" not in exc.value.render()
     assert "stream.binders.m.environment.password: unknown key" in exc.value.render()
+
+
+def _bomb() -> str:
+    """Nine levels of nine aliases each: 9**9 (387 million) values, in about 300 bytes."""
+    lines = ["a: &a [x,x,x,x,x,x,x,x,x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_quickly_with_file_and_line(tmp_path: Path) -> None:
+    text = _bomb()
+    assert len(text) <= 320
+    write(tmp_path, "application.yaml", text)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path)
+    assert time.perf_counter() - started < 2.0
+    [problem] = problems(exc)
+    assert "application.yaml:" in problem
+    assert "alias bomb" in problem and "refused" in problem
+
+
+def test_aliases_within_the_limit_still_work(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "application.yaml",
+        "common: &c {group: g, content-type: text/plain}\n"
+        "stream:\n  bindings:\n    f-in-0: *c\n    g-in-0: *c\n",
+    )
+    config = load(tmp_path)
+    assert config.binding("g-in-0").group == "g"
+    assert config.binding("f-in-0").content_type == "text/plain"
+
+
+def test_recursive_alias_is_a_configuration_error(tmp_path: Path) -> None:
+    write(tmp_path, "application.yaml", "stream: {}\nloop: &a\n  again: *a\n")
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path)
+    [problem] = problems(exc)
+    assert "application.yaml:3" in problem and "recursive alias *a" in problem
+
+
+@pytest.mark.parametrize("style", ["flow", "block"])
+def test_deep_nesting_is_a_configuration_error(tmp_path: Path, style: str) -> None:
+    if style == "flow":
+        text = "stream: {}\nx: " + "[" * 5000 + "]" * 5000 + "\n"
+    else:
+        text = "stream: {}\n" + "".join("  " * i + f"k{i}:\n" for i in range(5000))
+    write(tmp_path, "application.yaml", text)
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path)
+    [problem] = problems(exc)
+    assert "application.yaml:" in problem and "nested deeper than 64 levels" in problem
+
+
+def test_a_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "application.yaml").write_bytes(
+        "stream:\n  bindings: {}\nname: caf\xe9\n".encode("latin-1")
+    )
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path)
+    [problem] = problems(exc)
+    assert "application.yaml:3" in problem and "not UTF-8: byte 0xe9" in problem
+
+
+def test_set_values_over_the_limits_stay_text(tmp_path: Path) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    config = load(tmp_path, overrides=[f"app.deep={deep}", "app.loop=&a [*a]"])
+    app = config.layered.tree["app"]
+    assert app["deep"] == deep and app["loop"] == "&a [*a]"
