@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +131,7 @@ class _Loader(yaml.SafeLoader):
             )
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
             node = super().compose_node(parent, index)
             size = self._sizes.get(id(node))
@@ -139,7 +140,7 @@ class _Loader(yaml.SafeLoader):
                     None,
                     None,
                     f"recursive alias *{event.anchor}: it refers to a value that contains it",
-                    event.start_mark,
+                    typing.cast(Any, event.start_mark),
                 )
             self._count(size, event.start_mark)
             return node
