@@ -74,11 +74,11 @@ class StreamBridge:
             size = self._app.config.stream.dynamic_destination_cache_size
             while len(self._dynamic) > size:
                 _, evicted = self._dynamic.popitem(last=False)
-                await evicted.producer.close()
+                await evicted.close()
             return output
 
     async def close(self) -> None:
         """Close the producers of dynamic destinations."""
         while self._dynamic:
             _, output = self._dynamic.popitem(last=False)
-            await output.producer.close()
+            await output.close()

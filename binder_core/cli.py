@@ -410,8 +410,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     async def send() -> None:
         await binder.start()
         try:
-            producer = await binder.producer(
-                ProducerSpec("cli-send", args.destination, ProducerProperties())
+            from binder_core.kit import bind_producer
+
+            producer = await bind_producer(
+                binder, ProducerSpec("cli-send", args.destination, ProducerProperties())
             )
             await producer.send([Message(payload, headers)])
             await producer.close()
@@ -460,7 +462,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
         await binder.start()
         try:
             spec = ConsumerSpec("cli-tail", args.destination, args.group, ConsumerProperties())
-            binding = await binder.consumer(spec, handle)
+            from binder_core.kit import bind_consumer
+
+            binding = await bind_consumer(binder, spec, handle)
             await done.wait()
             await binding.stop()
         finally:

@@ -1,5 +1,5 @@
 """The outbound side of a binding: encoding, headers and partition selection in front of a
-binder's producer."""
+binder's sink."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from binder_core.conversion import Encoder, ToBytes
 from binder_core.expression import compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
-from binder_core.spi import Producer, Stage
+from binder_core.errors import DeliveryError
+from binder_core.spi import Outbox, Sink
 
 #: Values that do not go straight to the converter: bytes and str are sent as they are,
 #: a returned Message brings its own headers.
@@ -29,14 +30,14 @@ class Output:
         self,
         binding: str,
         destination: str,
-        producer: Producer,
+        sink: Sink,
         encoder: Encoder,
         content_type: str,
         props: ProducerProperties,
     ) -> None:
         self.binding = binding
         self.destination = destination
-        self.producer = producer
+        self.sink = sink
         self._encode = encoder
         self._content_type = content_type
         self._key = (
@@ -45,9 +46,6 @@ class Output:
             else None
         )
         self._count = props.partition_count
-        self._stage: Callable[[], Stage | None] | None = getattr(producer, "stage", None)
-        #: Whether the producer may take outputs in slices (a ``StagingProducer``).
-        self.staging = self._stage is not None
         #: ``message`` is called once per output value: without a key expression it is a
         #: closure over what it needs, rather than a method looking up attributes.
         self.message: Callable[[Any], Message[bytes]] = (
@@ -96,12 +94,29 @@ class Output:
                 out.partition = select_partition(key, self._count)
         return out
 
-    def stage(self) -> Stage | None:
-        """A ``Stage`` for one input batch's outputs when the producer offers one."""
-        make = self._stage
-        return make() if make is not None else None
+    def outbox(self, transaction: Any = None) -> Outbox:
+        """An outbox for one batch of outputs (joining ``transaction`` when the sink's
+        binder runs it)."""
+        return self.sink.outbox(transaction)
 
     async def send(self, messages: Sequence[Message[bytes]]) -> None:
-        """Send and wait for the broker's confirmation of all of them."""
-        if messages:
-            await self.producer.send(messages)
+        """Send and wait for the broker's confirmation of all of them; raise
+        ``DeliveryError`` naming the first refusal."""
+        if not messages:
+            return
+        box = self.sink.outbox()
+        await box.add(messages)
+        results = await box.confirm()
+        if results.count(None) != len(results):
+            refused = [r for r in results if r is not None]
+            first = refused[0]
+            if isinstance(first, DeliveryError) and len(refused) == 1:
+                raise first
+            raise DeliveryError(
+                f"{len(refused)} of {len(messages)} message(s) to '{self.destination}' not "
+                f"accepted: {first}"
+            ) from first
+
+    async def close(self) -> None:
+        """Close the sink."""
+        await self.sink.close()

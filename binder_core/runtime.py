@@ -11,16 +11,17 @@ from types import ModuleType
 
 from binder_core.bridge import StreamBridge
 from binder_core.config import AppConfig
+from binder_core.consumer import ConsumerBinding
 from binder_core.conversion import encoder_for
 from binder_core.errors import BinderException
 from binder_core.functions import Kind
-from binder_core.invoker import Invoker
 from binder_core.output import Output
+from binder_core.pipeline import Pipeline
 from binder_core.plan import AppPlan, BindingPlan, make_plan, plan_binding
 from binder_core.plugins import Registry
 from binder_core.properties import canonical
 from binder_core.retry import RetryPolicy
-from binder_core.spi import Binder, Binding, ConsumerSpec, ProducerSpec
+from binder_core.spi import Binder, BindingState, Capability, ConsumerSpec, ProducerSpec
 from binder_core.suppliers import SupplierRunner
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ class App:
         self.binders: dict[str, Binder] = {}
         self.outputs: dict[str, Output] = {}  # definition name -> output
         self.outputs_by_name: dict[str, Output] = {}  # canonical binding name -> output
-        self.bindings: dict[str, Binding] = {}
-        self._invokers: list[Invoker] = []
+        self.bindings: dict[str, ConsumerBinding] = {}
+        self._pipelines: list[Pipeline] = []
+        self._binder_of: dict[str, str] = {}  # binding name -> binder name
         self._suppliers: list[tuple[SupplierRunner, asyncio.Task[None]]] = []
         self.bridge: StreamBridge | None = None
         self._dynamic_outputs: list[Output] = []
@@ -115,13 +117,13 @@ class App:
         ext = getattr(plan.extension, "producer", None)
         spec = ProducerSpec(plan.name, plan.destination, plan.properties.producer, ext)
         try:
-            producer = await binder.producer(spec)
+            sink = await binder.provision_producer(spec)
         except Exception as exc:
             raise StartError(f"binding '{plan.name}' could not bind a producer: {exc}") from exc
         output = Output(
             plan.name,
             plan.destination,
-            producer,
+            sink,
             encoder_for(plan.content_type, self.registry.converters),
             plan.content_type,
             plan.properties.producer,
@@ -152,7 +154,7 @@ class App:
                 else consumer.instance_count,
             }
         )
-        invoker = Invoker(
+        pipeline = Pipeline(
             plan.name,
             definition,
             plan.content_type,
@@ -162,13 +164,23 @@ class App:
             blocking=consumer.blocking,
             batch=consumer.batch_mode,
         )
-        self._invokers.append(invoker)
+        self._pipelines.append(pipeline)
         ext = getattr(plan.extension, "consumer", None)
         spec = ConsumerSpec(plan.name, plan.destination, plan.group, consumer, ext)
         try:
-            self.bindings[plan.name] = await binder.consumer(spec, invoker.handle)
+            subscription = await binder.provision_consumer(spec)
         except Exception as exc:
             raise StartError(f"binding '{plan.name}' could not bind a consumer: {exc}") from exc
+        binding = ConsumerBinding(plan.name, subscription, pipeline, consumer.concurrency)
+        self.bindings[plan.name] = binding
+        self._binder_of[plan.name] = plan.binder
+        if consumer.auto_startup:
+            try:
+                await binding.start()
+            except Exception as exc:
+                raise StartError(
+                    f"binding '{plan.name}' could not start consuming: {exc}"
+                ) from exc
 
     def _supplier_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -190,23 +202,22 @@ class App:
             except Exception:
                 pass  # the supplier's own failure, already logged by _supplier_done
         self._suppliers.clear()
-        for name, binding in list(self.bindings.items()):
+        await self._drain_volatile()
+        await asyncio.gather(
+            *(self._stop_binding(name, binding) for name, binding in self.bindings.items())
+        )
+        for pipeline in self._pipelines:
             try:
-                await binding.stop()
+                await pipeline.close()
             except Exception as exc:
-                log.error("binding %s did not stop cleanly: %s", name, exc)
-        for invoker in self._invokers:
-            try:
-                await invoker.close()
-            except Exception as exc:
-                log.error("binding %s: stream function did not finish: %s", invoker.binding, exc)
+                log.error("binding %s: stream function did not finish: %s", pipeline.binding, exc)
         if self.bridge is not None:
             await self.bridge.close()
             if StreamBridge._current is self.bridge:
                 StreamBridge._current = None
         for output in self.outputs_by_name.values():
             try:
-                await output.producer.close()
+                await output.close()
             except Exception as exc:
                 log.error("binding %s: producer did not close cleanly: %s", output.binding, exc)
         for name, binder in list(self.binders.items()):
@@ -217,6 +228,42 @@ class App:
         self.binders.clear()
         self.bindings.clear()
         self.outputs_by_name.clear()
+
+    async def _stop_binding(self, name: str, binding: ConsumerBinding) -> None:
+        try:
+            await binding.stop()
+        except Exception as exc:
+            log.error("binding %s did not stop cleanly: %s", name, exc)
+
+    async def _drain_volatile(self) -> None:
+        """Bindings on binders that cannot keep messages past the process (memory) first
+        process what they still hold, their outputs included: one deadline for all of them
+        (the longest drain timeout among them), not one per binding."""
+        volatile = [
+            b
+            for name, b in self.bindings.items()
+            if b.state is not BindingState.STOPPED
+            and Capability.PERSISTENCE not in self.binders[self._binder_of[name]].capabilities
+        ]
+        if not volatile:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(b.subscription.drain_timeout for b in volatile)
+
+        def busy() -> list[ConsumerBinding]:
+            return [
+                b
+                for b in volatile
+                if b.state is BindingState.RUNNING
+                and (not b.idle or getattr(b.subscription, "backlog", lambda: 0)() > 0)
+            ]
+
+        while busy():
+            if loop.time() > deadline:
+                left = sum(getattr(b.subscription, "backlog", lambda: 0)() for b in busy())
+                log.warning("stopping with %d message(s) undelivered in memory", left)
+                return
+            await asyncio.sleep(0.001)
 
     async def suppliers_done(self) -> None:
         """Wait until every supplier has finished (generators exhausted)."""

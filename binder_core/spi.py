@@ -1,26 +1,33 @@
-"""The Binder SPI: the one seam every broker goes through.
+"""The Binder SPI: what a binder supplies, and nothing more.
 
-A binder owns only what differs per broker: provisioning, moving bytes with broker
-confirmation, acknowledging, dead-lettering. Conversion, retry, partition selection and
-lifecycle belong to the core, so they behave the same on every broker.
+The core owns the consumer loop (``binder_core.consumer``): take a batch, convert, invoke,
+hand the outputs over, dead-letter the failures, acknowledge in delivery order, back off,
+pause, stop and drain, restart a consumer that failed. A binder supplies broker primitives
+only:
 
-The SPI moves batches: a consumer hands the core whatever the broker delivered in one go and
-acknowledges once per batch; a producer's ``send`` pipelines a batch and returns once the
-broker confirmed all of it (a ``StagingProducer`` may also take a batch's outputs in slices
-while the core is still making them). That is what keeps the framework close to a
-hand-written loop.
+- ``Binder.provision_consumer`` -> a ``Subscription``, from which the core opens one
+  ``Source`` per consumer (``concurrency``): fetch a batch, settle it (dead-letter its
+  failures, then acknowledge or commit), give batches back, pause, resume, close;
+- ``Binder.provision_producer`` -> a ``Sink``, whose ``Outbox`` takes one input batch's
+  outputs (in slices, while the core is still making them) and reports, per message, what
+  the broker confirmed;
+- ``Binder.health``.
+
+Everything the core must know travels in these calls and their return values; there are
+no side channels. The SPI moves batches, never single messages, which is what keeps the
+framework close to a hand-written client loop.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from binder_core.errors import BinderException
 from binder_core.message import Message
 from binder_core.properties import ConsumerProperties, ProducerProperties
 
@@ -41,27 +48,159 @@ class Capability(enum.StrEnum):
 
 
 #: Per input message: ``None`` when it was processed (outputs confirmed), or the final error
-#: after the core's retries were exhausted; the binder dead-letters those.
+#: after the core's retries were exhausted.
 Outcome = Exception | None
 
-#: The core's side of a consumer binding. The binder calls it with one delivered batch and
-#: acknowledges the whole batch once it returns. If it raises (the app is stopping, an output
-#: could not be confirmed), nothing of the batch may be acknowledged: it is redelivered.
-Handle = Callable[[Sequence[Message[bytes]]], Awaitable[Sequence[Outcome]]]
 
-#: Optional, for binders that overlap batches. A binder may set it, in the task that calls
-#: a ``Handle``, to a callable; the core calls it once, from inside the handle, when the
-#: batch is processed and its outputs are being handed to the producer, so all that is
-#: left is waiting for their confirmations: the user's function will not run again for this
-#: batch. The binder may then start the next batch (acknowledging in order). Not called
-#: when there is nothing to send, in batch mode (a failed send runs the function again),
-#: or when the batch fails before its outputs are sent.
-PROCESSED: ContextVar[Callable[[], None] | None] = ContextVar("binder_processed", default=None)
+class Disconnected(BinderException):
+    """A source or sink lost its broker connection. Expected while a broker restarts: the
+    core logs it as a warning, backs off and opens the source again."""
+
+
+class Permanent(BinderException):
+    """Raised by ``Source.open`` when trying again cannot help (a refused login, a queue
+    declared with other arguments): the binding fails instead of retrying."""
+
+
+# -- consuming ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one fetch delivered: the messages, in delivery order, and the binder's own handle
+    on them (the core never looks inside ``token``)."""
+
+    messages: Sequence[Message[bytes]]
+    #: The binder's record of the batch: offsets, delivery tags, entry ids, its channel.
+    token: Any = None
+    #: Messages the binder received but could not read (index -> why: header tables too
+    #: deep, undecodable headers). They skip the function and are dead-lettered with the
+    #: reason, like any conversion failure; the rest of the batch goes on.
+    unreadable: Mapping[int, Exception] | None = None
+
+
+@runtime_checkable
+class Source(Protocol):
+    """One consumer of a binding, as the core's loop drives it.
+
+    The core calls it from one task at a time. Batches are settled or given back in the
+    order they were fetched. Everything fetched and not settled when the source closes is
+    delivered again (the broker keeps it unacknowledged, uncommitted or pending).
+    """
+
+    #: Whether the core may fetch and process the next batch while the previous one's
+    #: outputs wait for their confirmations (RabbitMQ confirms after its disk write).
+    overlap: bool
+
+    async def open(self) -> None:
+        """Connect and subscribe; return once messages can flow. Raise ``Permanent`` when
+        retrying cannot help; anything else is retried by the core with back-off."""
+
+    async def fetch(self, wait: bool) -> Batch | None:
+        """The next batch (at most the binder's configured batch size). With ``wait``, wait
+        for at least one message; ``None`` when woken by ``interrupt`` (or a poll timed out).
+        Without ``wait``, return at once: what is already at hand, or ``None``."""
+
+    def interrupt(self) -> None:
+        """Make a waiting ``fetch`` return ``None`` soon (the binding pauses or stops)."""
+
+    async def settle(
+        self,
+        batch: Batch,
+        failed: Sequence[tuple[int, Exception]],
+        transaction: Any = None,
+    ) -> None:
+        """Dead-letter the ``failed`` messages (index in the batch, final error), then
+        acknowledge or commit the whole batch. Returns once the dead letters are confirmed;
+        raises when they could not be (the core then gives the batch back). Inside a
+        ``transaction`` (see ``TransactionalSource``), the dead letters and the input
+        positions join it and it is committed."""
+
+    async def redeliver(self, batches: Sequence[Batch]) -> None:
+        """Give these batches back, to be delivered again in order: every batch fetched and
+        not settled, oldest first (seek back, requeue, or drop the channel)."""
+
+    async def pause(self) -> None:
+        """Stop deliveries without giving up the subscription (called with nothing in
+        flight); what the binder buffered goes back to the broker."""
+
+    async def resume(self) -> None:
+        """Undo ``pause``."""
+
+    async def close(self) -> None:
+        """Release the consumer; what it fetched and did not settle is delivered again."""
+
+
+@runtime_checkable
+class TransactionalSource(Source, Protocol):
+    """A source whose batches can run in a broker transaction (Kafka): the outputs sent
+    through its binder with the transaction, the dead letters and the input positions are
+    committed together, or not at all."""
+
+    async def begin(self) -> Any:
+        """Start a transaction for the next batch; ``None`` when this source runs without."""
+
+    async def abort(self, transaction: Any) -> None:
+        """Abort ``transaction``: nothing sent in it becomes visible."""
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """A provisioned consumer binding: its destination, group and dead-letter topology
+    exist; the core opens one ``Source`` per consumer from it."""
+
+    #: Seconds a stopping binding may take to finish the batch in flight.
+    drain_timeout: float
+
+    def source(self, index: int) -> Source:
+        """The consumer number ``index`` of ``concurrency`` (a new one after each restart)."""
+
+    async def close(self) -> None:
+        """After every source closed: release what the binding itself held (an anonymous
+        queue, a dead-letter channel)."""
+
+
+# -- producing ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The outputs of one input batch on their way to one destination."""
+
+    async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
+        """Hand messages to the client without waiting for their confirmation. May wait
+        while the client has no room (that paces the core to the broker). A message the
+        binder refuses (too large, unroutable) is reported by ``confirm``; raise only when
+        nothing more can be sent (connection lost, producer closed).
+
+        Returns how many more messages the binder would like before the next ``add`` (what
+        fills the batch it is building), or ``None`` to take the rest in one go at the end.
+        """
+
+    async def confirm(self) -> Sequence[Exception | None]:
+        """Send what is held back; return once each message was confirmed (``None``) or
+        refused (its error), one entry per message added, in order. Raise when
+        confirmations could not be had at all (a timeout, a lost connection)."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Sends to one destination."""
+
+    def outbox(self, transaction: Any = None) -> Outbox:
+        """A fresh outbox for one batch of outputs; with a ``transaction`` of this sink's
+        binder, the outputs join it."""
+
+    async def close(self) -> None:
+        """Flush and release; an outbox opened afterwards raises at once."""
+
+
+# -- binders -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class ProducerSpec:
-    """Everything a binder needs to bind a producer."""
+    """Everything a binder needs to provision a producer."""
 
     binding: str
     destination: str
@@ -73,7 +212,7 @@ class ProducerSpec:
 
 @dataclass(frozen=True, slots=True)
 class ConsumerSpec:
-    """Everything a binder needs to bind a consumer."""
+    """Everything a binder needs to provision a consumer."""
 
     binding: str
     destination: str
@@ -82,57 +221,36 @@ class ConsumerSpec:
     extension: BaseModel | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether a binder's broker answers, and what to tell an operator."""
+
+    up: bool
+    detail: str = ""
+
+
 @runtime_checkable
-class Producer(Protocol):
-    """Sends batches to one destination."""
+class Binder(Protocol):
+    """Provisions destinations on one broker and makes sources and sinks for them."""
 
-    async def send(self, messages: Sequence[Message[bytes]]) -> None:
-        """Send all messages; return only once the broker confirmed every one of them.
+    name: str
+    capabilities: frozenset[Capability]
 
-        Raises when any message could not be confirmed (nacked, unroutable, too large).
-        """
+    async def start(self) -> None:
+        """Connect. Called once, before anything is provisioned."""
+
+    async def provision_producer(self, spec: ProducerSpec) -> Sink:
+        """Create the destination (and ``required-groups``) as needed; return a sink."""
+
+    async def provision_consumer(self, spec: ConsumerSpec) -> Subscription:
+        """Create destination, group and dead-letter topology as needed (so nothing sent
+        from now on is missed by a named group); return the subscription."""
+
+    async def health(self) -> Health:
+        """Whether the broker answers now."""
 
     async def close(self) -> None:
-        """Flush and release the producer."""
-
-
-@runtime_checkable
-class Stage(Protocol):
-    """The outputs of one input batch, handed to a producer in slices as the core makes
-    them, confirmed together at the end (see ``StagingProducer``)."""
-
-    async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
-        """Hand a slice over to the broker client without waiting for its confirmation.
-        May wait while the client has no room (that paces the core to the broker). A
-        ``DeliveryError`` refuses this slice; anything else fails the whole batch.
-
-        Returns how many more messages the producer would like before the next ``add``
-        (for example what fills the batch it is building), or ``None`` for the core's
-        default slice; the core ends its next slice about there."""
-
-    async def confirm(self) -> Sequence[Exception | None]:
-        """Send whatever is still held back and return once every slice was confirmed or
-        refused: one entry per ``add``, ``None`` (all of it confirmed) or the
-        ``DeliveryError`` that refused some of it (the core then finds, message by message,
-        which outputs). Raises when confirmations could not be had (a timeout, a lost
-        connection): the input batch is then delivered again."""
-
-
-@runtime_checkable
-class StagingProducer(Producer, Protocol):
-    """Optional: a ``Producer`` that also takes a batch's outputs in slices.
-
-    With only ``send``, the core runs the function over a whole input batch and then sends
-    all outputs at once, so the broker round trips follow the processing. A producer whose
-    client pipelines (Kafka's keeps a request in flight while the next batch fills) can
-    offer ``stage``: the core then hands over each slice of outputs as soon as it is made
-    and awaits all confirmations before returning the outcomes, so the round trips
-    overlap the processing. At-least-once is unchanged: the input batch is acknowledged
-    only after every output was confirmed, and only inputs whose outputs were refused fail.
-    """
-
-    def stage(self) -> Stage | None:
-        """A fresh stage for one input batch, or ``None`` to be sent with ``send``."""
+        """Disconnect. Called after every binding stopped and every sink closed."""
 
 
 class BindingState(enum.StrEnum):
@@ -145,7 +263,7 @@ class BindingState(enum.StrEnum):
 
 @runtime_checkable
 class Binding(Protocol):
-    """A bound consumer that can be controlled at run time."""
+    """A bound consumer that can be controlled at run time (the core implements it)."""
 
     name: str
 
@@ -164,27 +282,6 @@ class Binding(Protocol):
 
     async def resume(self) -> None:
         """Undo ``pause``."""
-
-
-@runtime_checkable
-class Binder(Protocol):
-    """Turns destinations into producers and consumer bindings on one broker."""
-
-    name: str
-    capabilities: frozenset[Capability]
-
-    async def start(self) -> None:
-        """Connect. Called once, before any producer or consumer is bound."""
-
-    async def producer(self, spec: ProducerSpec) -> Producer:
-        """Provision the destination (and ``required-groups``) and return a producer."""
-
-    async def consumer(self, spec: ConsumerSpec, handle: Handle) -> Binding:
-        """Provision destination and group, and return a started (unless
-        ``auto-startup`` is false) binding that feeds ``handle``."""
-
-    async def close(self) -> None:
-        """Stop what is left and disconnect."""
 
 
 #: Builds a binder from its validated ``environment`` (the model its type registered).

@@ -1,7 +1,7 @@
 """The binder conformance suite: what every binder must do, the same way.
 
 A binder is defined by passing this suite. It runs through the public SPI (and, for the
-cases about user functions, through the core's own invoker), against a real broker, and
+cases about user functions, through the core's own pipeline), against a real broker, and
 counts messages: every case checks that nothing was lost and says how many duplicates it saw.
 
 Use it from a test module of your own binder::
@@ -35,20 +35,20 @@ from typing import Any
 import pytest
 
 from binder_core.functions import Definition, inspect_function
-from binder_core.invoker import Invoker
 from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.plugins import load_plugins
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.retry import RetryPolicy
+from binder_core.consumer import ConsumerBinding, Processor
+from binder_core.kit import bind_consumer, bind_producer
+from binder_core.pipeline import Pipeline
 from binder_core.spi import (
     Binder,
-    Binding,
     BindingState,
     Capability,
     ConsumerSpec,
     Outcome,
-    Producer,
     ProducerSpec,
 )
 
@@ -191,7 +191,7 @@ class Kit:
         registry = load_plugins()
         self.binder_type = registry.binder_types[subject.binder_type]
         self._binders: list[Binder] = []
-        self._bindings: list[Binding] = []
+        self._bindings: list[ConsumerBinding] = []
 
     def name(self, prefix: str) -> str:
         """A destination name no other case uses."""
@@ -214,7 +214,7 @@ class Kit:
 
     async def producer(
         self, binder: Binder, destination: str, ext: dict[str, Any] | None = None, **props: Any
-    ) -> Producer:
+    ) -> Output:
         """A producer with common ``props`` (snake_case) and binder-specific ``ext``."""
         spec = ProducerSpec(
             "conformance-out",
@@ -222,17 +222,17 @@ class Kit:
             ProducerProperties(**props),
             self._ext("producer", ext or {}),
         )
-        return await binder.producer(spec)
+        return await bind_producer(binder, spec)
 
     async def consumer(
         self,
         binder: Binder,
         destination: str,
         group: str | None,
-        handle: Callable[[Sequence[Message[bytes]]], Awaitable[Sequence[Outcome]]],
+        handle: Callable[[Sequence[Message[bytes]]], Awaitable[Sequence[Outcome]]] | Processor,
         ext: dict[str, Any] | None = None,
         **props: Any,
-    ) -> Binding:
+    ) -> ConsumerBinding:
         """A started consumer binding."""
         spec = ConsumerSpec(
             "conformance-in",
@@ -241,7 +241,7 @@ class Kit:
             ConsumerProperties(**props),
             self._ext("consumer", ext or {}),
         )
-        binding = await binder.consumer(spec, handle)
+        binding = await bind_consumer(binder, spec, handle)
         self._bindings.append(binding)
         return binding
 
@@ -277,7 +277,7 @@ class Kit:
 
 
 async def send_all(
-    producer: Producer, messages: Sequence[Message[bytes]], batch: int = 200
+    producer: Output, messages: Sequence[Message[bytes]], batch: int = 200
 ) -> None:
     """Send in batches, each confirmed before the next."""
     for i in range(0, len(messages), batch):
@@ -460,7 +460,7 @@ class BinderConformance:
     async def test_failing_first_two_deliveries_and_every_fifth_still_succeed(
         self, kit: Kit
     ) -> None:
-        # Through the core's invoker: the retries a user configures, on this binder.
+        # Through the core's pipeline: the retries a user configures, on this binder.
         binder = await kit.binder()
         src, out = kit.name("flaky-in"), kit.name("flaky-out")
         attempts: Counter[str] = Counter()
@@ -477,7 +477,7 @@ class BinderConformance:
         await kit.consumer(await kit.binder(), out, "check", got)
         producer = await kit.producer(binder, out)
         invoker = _invoker(flaky, producer, out, max_attempts=4)
-        await kit.consumer(binder, src, "g", invoker.handle)
+        await kit.consumer(binder, src, "g", invoker)
         await send_all(await kit.producer(binder, src), numbered(200))
         await got.wait_for(200, kit.subject.timeout)
         assert got.unique == {f"M{i}".encode() for i in range(200)}
@@ -596,7 +596,7 @@ class BinderConformance:
         got = Collector()
         await kit.consumer(await kit.binder(), out, "check", got)
         invoker = _invoker(str.upper, await kit.producer(binder, out), out)
-        await kit.consumer(binder, src, "g", invoker.handle)
+        await kit.consumer(binder, src, "g", invoker)
         await send_all(await kit.producer(binder, src), numbered(10_000), batch=500)
         await got.wait_for(10_000, kit.subject.timeout * 2)
         assert got.unique == {f"M{i}".encode() for i in range(10_000)}
@@ -665,7 +665,7 @@ class BinderConformance:
         got = Collector()
         await kit.consumer(await kit.binder(), out, "check", got)
         invoker = _invoker(str.upper, await kit.producer(binder, out), out)
-        await kit.consumer(binder, src, "g", invoker.handle)
+        await kit.consumer(binder, src, "g", invoker)
         producer = await kit.producer(binder, src)
         messages = numbered(10_000)
         timeout = kit.subject.timeout * 4
@@ -705,20 +705,20 @@ class BinderConformance:
 
 
 def _invoker(
-    fn: Callable[[str], str], producer: Producer, destination: str, max_attempts: int = 3
-) -> Invoker:
-    """The core's invoker around ``fn``: conversion, retries without back-off, outputs."""
+    fn: Callable[[str], str], producer: Output, destination: str, max_attempts: int = 3
+) -> Pipeline:
+    """The core's pipeline around ``fn``: conversion, retries without back-off, outputs."""
     from binder_core.conversion import encoder_for, message_converters
 
     converters = {c.content_type: c for c in message_converters()}
     info = inspect_function("fn", fn) if fn is not str.upper else _upper_info()
     definition = Definition("fn", (info,))
     output = Output(
-        "fn-out-0", destination, producer, encoder_for("text/plain", converters), "text/plain",
+        "fn-out-0", destination, producer.sink, encoder_for("text/plain", converters), "text/plain",
         ProducerProperties(),
     )  # fmt: skip
     policy = RetryPolicy(max_attempts=max_attempts, initial_ms=0, max_ms=0)
-    return Invoker("fn-in-0", definition, "text/plain", converters, policy, output)
+    return Pipeline("fn-in-0", definition, "text/plain", converters, policy, output)
 
 
 def _upper_info() -> Any:

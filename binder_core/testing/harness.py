@@ -77,7 +77,7 @@ class TestApp:
             if plan.direction == "out":
                 self._tap(plan.destination)
         for binding in self.app.bindings.values():
-            dlq = getattr(binding, "dlq_name", None)
+            dlq = getattr(binding.subscription, "dlq_name", None)
             if dlq:
                 self._tap(dlq)
         self.app.start_suppliers()
@@ -171,7 +171,7 @@ class TestApp:
         )
         if found is None:
             raise KeyError(f"no input binding '{binding}'")
-        return str(found.dlq_name)  # type: ignore[attr-defined]
+        return str(found.subscription.dlq_name)  # type: ignore[attr-defined]
 
 
 def _any(_: int) -> bool:

@@ -1,23 +1,21 @@
-"""The memory binder: the Binder SPI over in-process destinations."""
+"""The memory binder: the Binder SPI over in-process destinations (``broker.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import sys
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from binder_core.deadletter import ORIGINAL_GROUP, ORIGINAL_TOPIC, exception_headers
+from binder_core.errors import ProducerClosedError
 from binder_core.message import Message
 from binder_core.spi import (
-    Binding,
-    BindingState,
+    Batch,
     Capability,
     ConsumerSpec,
-    Handle,
-    Producer,
+    Health,
     ProducerSpec,
 )
 from binders.memory.broker import Broker, Destination, GroupQueue
@@ -29,173 +27,172 @@ log = logging.getLogger(__name__)
 DLQ_GROUP = "dlq"
 
 
-class MemoryProducer:
-    """Publishes to one destination; returns once every group holds the messages."""
+class MemoryOutbox:
+    """Outputs of one batch: handed to every group at once (a put waits while a group is
+    full: that is the back-pressure), confirmed by being there."""
 
-    def __init__(self, destination: Destination) -> None:
-        self._destination = destination
+    __slots__ = ("_count", "_destination", "_sink")
 
-    async def send(self, messages: Sequence[Message[bytes]]) -> None:
+    def __init__(self, sink: MemorySink) -> None:
+        self._sink = sink
+        self._destination = sink.destination
+        self._count = 0
+
+    async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
+        if self._sink.closed:
+            raise ProducerClosedError(f"producer for '{self._destination.name}' is closed")
         await self._destination.publish(messages)
-
-    async def close(self) -> None:
+        self._count += len(messages)
         return None
 
+    async def confirm(self) -> Sequence[Exception | None]:
+        return [None] * self._count
 
-class MemoryBinding:
-    """A consumer binding: ``concurrency`` workers taking batches from a group queue."""
 
-    def __init__(self, binder: MemoryBinder, spec: ConsumerSpec, handle: Handle) -> None:
+class MemorySink:
+    """Publishes to one destination."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.destination = destination
+        self.closed = False
+
+    def outbox(self, transaction: Any = None) -> MemoryOutbox:
+        return MemoryOutbox(self)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class MemorySource:
+    """One consumer of a group queue. A partitioned destination hands a partition to one
+    consumer at a time, which keeps order per partition."""
+
+    overlap = False  # nothing to wait for: outputs are confirmed when handed over
+
+    def __init__(self, subscription: MemorySubscription) -> None:
+        self._sub = subscription
+        self._queue = subscription.queue
+        self._max = subscription.max_batch
+        self._allowed = subscription.allowed
+        self._interrupted = False
+        self._open = False
+        #: Batches fetched and not settled: (partition, messages), oldest first.
+        self._held: list[tuple[int, Sequence[Message[bytes]]]] = []
+
+    async def open(self) -> None:
+        if not self._open:
+            self._open = True
+            self._queue.consumers += 1
+
+    async def fetch(self, wait: bool) -> Batch | None:
+        queue = self._queue
+        while True:
+            if self._interrupted:
+                self._interrupted = False
+                return None
+            got = queue.take_now(self._allowed, self._max)
+            if got is not None:
+                partition, messages = got
+                self._held.append(got)
+                return Batch(messages, partition)
+            if not wait:
+                return None
+            await queue.arrival()
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        self._queue.wake()
+
+    async def settle(
+        self, batch: Batch, failed: Sequence[tuple[int, Exception]], transaction: Any = None
+    ) -> None:
+        if failed:
+            await self._sub.dead_letter(batch, failed)
+        self._held.pop(0)
+        self._queue.done(batch.token)
+
+    async def redeliver(self, batches: Sequence[Batch]) -> None:
+        self._give_back()
+
+    def _give_back(self) -> None:
+        # Newest first, each to the head of its partition: the oldest ends up first.
+        held, self._held = self._held, []
+        for partition, messages in reversed(held):
+            self._queue.requeue(partition, messages)
+
+    async def pause(self) -> None:
+        return None
+
+    async def resume(self) -> None:
+        self._queue.wake()
+
+    async def close(self) -> None:
+        # Memory cannot hand messages back to a broker: what this consumer held goes back
+        # to its group, for another consumer or the next start.
+        self._give_back()
+        if self._open:
+            self._open = False
+            self._queue.consumers -= 1
+
+
+class MemorySubscription:
+    """A group's queue on one destination, and its dead letters."""
+
+    def __init__(self, binder: MemoryBinder, spec: ConsumerSpec) -> None:
         self.name = spec.binding
         self._binder = binder
         self._spec = spec
-        self._handle = handle
-        self._dest = binder.broker.destination(spec.destination)
         ext = spec.extension
         self._ext = ext if isinstance(ext, MemoryConsumerProperties) else MemoryConsumerProperties()
-        self._group_name = spec.group
-        self._queue: GroupQueue | None = None
-        self._workers: list[asyncio.Task[None]] = []
-        self._processing: set[asyncio.Task[None]] = set()
-        self._state = BindingState.STOPPED
-        self._paused = False
-        self._resumed = asyncio.Event()
+        self._dest = binder.broker.destination(spec.destination)
+        self._anonymous = spec.group is None
+        group = spec.group or f"anonymous.{uuid.uuid4().hex[:12]}"
+        # Created now, so nothing sent from here on is missed.
+        self.queue: GroupQueue = self._dest.group(group)
+        self.max_batch = binder.environment.max_batch
+        self.drain_timeout = binder.environment.drain_timeout / 1000
         props = spec.properties
         if props.partitioned:
             index = props.instance_index or 0
             count = props.instance_count or 1
-            self._allowed = lambda p: p % count == index
+            self.allowed = lambda p: p % count == index
         else:
-            self._allowed = lambda p: True
+            self.allowed = lambda p: True
         self.dlq_name = self._ext.dlq_name or (
             f"error.{spec.destination}.{spec.group or 'anonymous'}"
         )
-
-    @property
-    def state(self) -> BindingState:
-        return self._state
-
-    def subscribe(self) -> None:
-        """Create the group queue now, so nothing sent from here on is missed."""
-        if self._queue is None:
-            name = self._group_name or f"anonymous.{uuid.uuid4().hex[:12]}"
-            self._queue = self._dest.group(name)
         if self._ext.enable_dlq:
-            # Dead letters are kept (in group DLQ_GROUP of the dead-letter destination) until
-            # something reads them; unbounded, so a full dead-letter queue never stalls the
-            # binding that feeds it.
-            keeper = self._binder.broker.destination(self.dlq_name).group(DLQ_GROUP)
+            # Dead letters are kept (in group DLQ_GROUP of the dead-letter destination)
+            # until something reads them; a full dead-letter queue never stalls the binding
+            # that feeds it.
+            keeper = binder.broker.destination(self.dlq_name).group(DLQ_GROUP)
             keeper.capacity = sys.maxsize
 
-    async def start(self) -> None:
-        if self._state is not BindingState.STOPPED:
-            return
-        self.subscribe()
-        self._paused = False
-        self._state = BindingState.RUNNING
-        loop = asyncio.get_running_loop()
-        self._workers = [
-            loop.create_task(self._work(), name=f"memory:{self.name}:{i}")
-            for i in range(self._spec.properties.concurrency)
-        ]
+    def source(self, index: int) -> MemorySource:
+        return MemorySource(self)
 
-    @property
-    def busy(self) -> bool:
-        """Whether this binding holds work: a batch in process, or messages waiting for it."""
-        if self._state is not BindingState.RUNNING:
-            return False
-        return bool(self._processing) or (self._queue is not None and self._queue.size > 0)
+    def backlog(self) -> int:
+        """Messages waiting in the group's queue."""
+        return self.queue.size
 
-    async def stop(self) -> None:
-        if self._state is BindingState.STOPPED:
-            return
-        # Memory cannot keep messages past the process: drain what the app's running
-        # bindings still hold (their outputs included) before stopping.
-        await self._binder.quiesce()
-        self._state = BindingState.STOPPED
-        for task in self._workers:
-            if task not in self._processing:
-                task.cancel()  # idle: waiting for messages, holds none
-        self._resumed.set()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        if self._group_name is None and self._queue is not None:
+    async def close(self) -> None:
+        if self._anonymous and not self.queue.consumers:
             # An anonymous subscription ends with its binding, as in Spring.
-            self._dest.groups.pop(self._queue.name, None)
-            self._queue = None
+            self._dest.groups.pop(self.queue.name, None)
 
-    async def pause(self) -> None:
-        if self._state is BindingState.RUNNING:
-            self._paused = True
-            self._resumed.clear()
-            self._state = BindingState.PAUSED
-
-    async def resume(self) -> None:
-        if self._state is BindingState.PAUSED:
-            self._paused = False
-            self._state = BindingState.RUNNING
-            self._resumed.set()
-            if self._queue is not None:
-                self._queue.wake()
-
-    def _is_paused(self) -> bool:
-        return self._paused
-
-    async def _work(self) -> None:
-        queue = self._queue
-        assert queue is not None
-        task = asyncio.current_task()
-        assert task is not None
-        max_n = self._binder.environment.max_batch
-        failures = 0
-        while self._state is not BindingState.STOPPED:
-            if self._paused:
-                await self._resumed.wait()
-                continue
-            partition, batch = await queue.take(self._allowed, max_n, self._is_paused)
-            self._processing.add(task)
-            try:
-                outcomes = await self._handle(batch)
-            except asyncio.CancelledError:
-                queue.requeue(partition, batch)
-                raise
-            except Exception as exc:
-                # The core could not finish the batch (an output was not confirmed): nothing
-                # is acknowledged, the batch is delivered again after a pause.
-                queue.requeue(partition, batch)
-                failures += 1
-                delay = min(0.1 * 2 ** min(failures, 7), 10.0)
-                log.error("binding %s: batch not processed (%s); redelivering", self.name, exc)
-                self._processing.discard(task)
-                await asyncio.sleep(delay)
-                continue
-            else:
-                failures = 0
-                try:
-                    await self._dead_letter(batch, outcomes)
-                finally:
-                    queue.done(partition)
-                    self._processing.discard(task)
-                # Let the other members of the group have a turn: a handler that never
-                # awaits would otherwise take every batch while they wait.
-                await asyncio.sleep(0)
-
-    async def _dead_letter(
-        self, batch: Sequence[Message[bytes]], outcomes: Sequence[Exception | None]
-    ) -> None:
-        if outcomes.count(None) == len(outcomes):
-            return  # the usual case, decided without a Python loop over the batch
-        failed = [(m, e) for m, e in zip(batch, outcomes, strict=True) if e is not None]
+    async def dead_letter(self, batch: Batch, failed: Sequence[tuple[int, Exception]]) -> None:
         if not self._ext.enable_dlq:
             for _, exc in failed:
                 log.error(
                     "binding %s: dropping a failed message (enable-dlq is false): %s",
                     self.name,
-                    exc,
+                    type(exc).__name__,
                 )
             return
         dead = []
-        for msg, exc in failed:
+        messages = batch.messages
+        for i, exc in failed:
+            msg = messages[i]
             headers = dict(msg.headers)
             headers.update(exception_headers(exc))
             headers[ORIGINAL_TOPIC] = self._spec.destination
@@ -223,41 +220,22 @@ class MemoryBinder:
         self.name = name
         self.environment = environment or MemoryEnvironment()
         self.broker = Broker(self.environment.buffer_size)
-        self._bindings: list[MemoryBinding] = []
 
     async def start(self) -> None:
         return None
 
-    async def producer(self, spec: ProducerSpec) -> Producer:
+    async def provision_producer(self, spec: ProducerSpec) -> MemorySink:
         dest = self.broker.destination(spec.destination)
         dest.grow(spec.properties.partition_count)
         for group in spec.properties.required_groups:
             dest.group(group)
-        return MemoryProducer(dest)
+        return MemorySink(dest)
 
-    async def consumer(self, spec: ConsumerSpec, handle: Handle) -> Binding:
-        binding = MemoryBinding(self, spec, handle)
-        binding.subscribe()
-        self._bindings.append(binding)
-        if spec.properties.auto_startup:
-            await binding.start()
-        return binding
+    async def provision_consumer(self, spec: ConsumerSpec) -> MemorySubscription:
+        return MemorySubscription(self, spec)
 
-    async def quiesce(self) -> None:
-        """Wait until no running binding has work left, up to ``drain-timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.environment.drain_timeout / 1000
-        while any(b.busy for b in self._bindings):
-            if loop.time() > deadline:
-                left = sum(b._queue.size for b in self._bindings if b.busy and b._queue)
-                log.warning(
-                    "memory binder %s: stopping with %d messages undelivered", self.name, left
-                )
-                return
-            await asyncio.sleep(0.001)
+    async def health(self) -> Health:
+        return Health(True, "in process")
 
     async def close(self) -> None:
-        for binding in self._bindings:
-            with contextlib.suppress(Exception):
-                await binding.stop()
-        self._bindings.clear()
+        return None

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 
 from binder_core.message import Message
+
+log = logging.getLogger(__name__)
 
 
 class GroupQueue:
@@ -29,6 +32,10 @@ class GroupQueue:
         self._readers: list[asyncio.Future[None]] = []
         self._writers: list[asyncio.Future[None]] = []
         self._start = 0
+        #: Consumers reading this queue now; a full queue nobody reads stalls its producers,
+        #: which is said once (a required group whose consumer runs in no process).
+        self.consumers = 0
+        self._stall_reported = False
 
     @property
     def ordered(self) -> bool:
@@ -44,6 +51,15 @@ class GroupQueue:
     async def put(self, by_partition: dict[int, list[Message[bytes]]], count: int) -> None:
         """Add messages, waiting first while the queue is full."""
         while self.size >= self.capacity:
+            if not self.consumers and not self._stall_reported:
+                self._stall_reported = True
+                log.warning(
+                    "memory group '%s' is full (%d messages) and has no consumer in this "
+                    "process: its producers wait until one reads it (a required group with "
+                    "no consumer stalls the pipeline)",
+                    self.name,
+                    self.size,
+                )
             await _wait(self._writers)
         for partition, messages in by_partition.items():
             self.parts[partition].extend(messages)
@@ -60,6 +76,16 @@ class GroupQueue:
                 if got is not None:
                     return got
             await _wait(self._readers)
+
+    def take_now(
+        self, allowed: Callable[[int], bool], max_n: int
+    ) -> tuple[int, list[Message[bytes]]] | None:
+        """What ``take`` would return, without waiting: ``None`` when nothing is there."""
+        return self._grab(allowed, max_n)
+
+    async def arrival(self) -> None:
+        """Wait until messages arrive, a partition is released, or ``wake`` is called."""
+        await _wait(self._readers)
 
     def _grab(
         self, allowed: Callable[[int], bool], max_n: int

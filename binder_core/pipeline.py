@@ -1,0 +1,360 @@
+"""The core's processing of one consumer batch: convert each message, run the function with
+one retry policy, hand the outputs to the output's outbox, and work out per message whether
+it succeeded once the broker confirmed (or refused) the outputs.
+
+Two steps, so the consumer loop can overlap them: ``process`` runs the function over the
+batch and hands the outputs over (in slices, as the outbox asks, so the broker's round trips
+overlap the processing); ``finish`` waits for the confirmations and returns the outcomes.
+Single messages, batch mode and stream (async-generator) functions all go through the same
+retry loop and produce the same per-message outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from binder_core.arguments import argument_maker
+from binder_core.calls import compose, compose_sync, single_function
+from binder_core.errors import ConversionError, DeliveryError
+from binder_core.functions import Definition
+from binder_core.message import Message
+from binder_core.output import Output
+from binder_core.retry import RetryPolicy
+from binder_core.spi import Batch, Converter, Outbox, Outcome
+from binder_core.streams import StreamDriver
+
+log = logging.getLogger(__name__)
+
+#: Inputs processed between two hand-overs when the outbox gives no hint of its own.
+_SLICE = 16
+
+
+@dataclass(slots=True)
+class Work:
+    """One batch between ``process`` and ``finish``."""
+
+    batch: Batch
+    outcomes: list[Outcome]
+    transaction: Any = None
+    #: Every output of the batch, in input order, and the end index of each input's share.
+    outputs: list[Message[bytes]] = field(default_factory=list)
+    spans: list[int] = field(default_factory=list)
+    outbox: Outbox | None = None
+    #: Batch mode: the outputs belong to every input of the batch alike.
+    shared: bool = False
+
+
+class Pipeline:
+    """Processes the batches of one consumer binding."""
+
+    def __init__(
+        self,
+        binding: str,
+        definition: Definition,
+        content_type: str,
+        converters: dict[str, Converter],
+        policy: RetryPolicy,
+        output: Output | None,
+        blocking: bool = False,
+        batch: bool = False,
+    ) -> None:
+        self.binding = binding
+        self.definition = definition
+        self.policy = policy
+        self.output = output
+        self._arg = argument_maker(definition.first, content_type, converters)
+        self._apply = compose(definition, blocking)
+        self._run_sync = compose_sync(definition, blocking)
+        self._single = single_function(definition, blocking)
+        self._batch = batch or definition.first.batch
+        self._stream = (
+            StreamDriver(definition.first, blocking) if definition.first.reactive else None
+        )
+
+    async def close(self) -> None:
+        """End a stream function's input, sending what it yields while finishing."""
+        if self._stream is not None:
+            produced = await self._stream.close()
+            if produced and self.output is not None:
+                await self.output.send([self.output.message(v) for v in produced])
+
+    # -- the two steps -----------------------------------------------------------------
+
+    async def process(self, batch: Batch, transaction: Any = None) -> Work:
+        """Run the function over ``batch`` and hand its outputs over."""
+        unreadable = batch.unreadable
+        if unreadable:
+            return await self._with_unreadable(batch, unreadable, transaction)
+        if self._stream is not None:
+            return await self._each(batch, transaction, self._feed_stream)
+        if self._batch:
+            return await self._whole(batch, transaction)
+        return await self._each(batch, transaction, None)
+
+    async def finish(self, work: Work) -> list[Outcome]:
+        """Wait for the outputs' confirmations; return one outcome per input message."""
+        outbox = work.outbox
+        if outbox is None or not work.outputs:
+            return work.outcomes
+        results = await outbox.confirm()
+        if results.count(None) == len(results):
+            return work.outcomes
+        failed = [j for j, r in enumerate(results) if r is not None]
+        if work.shared:
+            # Batch mode: the outputs are the whole batch's; the batch fails as one.
+            error = _delivery_error(results[failed[0]])
+            return [error if o is None else o for o in work.outcomes]
+        await self._find_refused(work, failed, results)
+        return work.outcomes
+
+    # -- shapes of functions -----------------------------------------------------------
+
+    async def _each(
+        self,
+        batch: Batch,
+        transaction: Any,
+        feed: Callable[[Any], Awaitable[list[Any]]] | None,
+    ) -> Work:
+        # The hot path: one pass over the batch with everything bound to locals, the user
+        # function called directly when it is a plain ``def``; only a failure leaves it
+        # for the retry loop. Outputs go to the outbox in slices: one input at first, then
+        # as many as the outbox says fill its next broker batch (or all the rest at once).
+        messages = batch.messages
+        outcomes: list[Outcome] = []
+        work = Work(batch, outcomes, transaction)
+        output = self.output
+        arg, single, run_sync, apply = self._arg, self._single, self._run_sync, self._apply
+        add_outcome = outcomes.append
+        if feed is not None:
+            single = run_sync = None
+            apply = feed
+        if output is None:
+            for msg in messages:
+                try:
+                    if single is not None:
+                        single(arg(msg))
+                    elif run_sync is not None:
+                        run_sync(arg(msg))
+                    else:
+                        await apply(arg(msg))
+                    add_outcome(None)
+                except Exception as exc:
+                    add_outcome(await self._retry(msg, exc, None, apply))
+            return work
+        to_wire = output.message
+        pending, spans = work.outputs, work.spans
+        add_span, add_output = spans.append, pending.append
+        outbox = work.outbox = output.outbox(transaction)
+        handed, lo, end, step = 0, 0, len(messages), 1
+        while lo < end:
+            hi = min(end, lo + step)
+            for msg in messages[lo:hi] if lo or hi < end else messages:
+                try:
+                    if single is not None:
+                        value = single(arg(msg))
+                        if value is not None:
+                            add_output(to_wire(value))
+                    else:
+                        values = run_sync(arg(msg)) if run_sync is not None else await apply(arg(msg))
+                        if values:
+                            pending.extend([to_wire(v) for v in values])
+                    add_outcome(None)
+                except Exception as exc:
+                    add_outcome(await self._retry(msg, exc, pending, apply))
+                add_span(len(pending))
+            if len(pending) > handed:
+                hint = await outbox.add(pending[handed:] if handed else pending)
+                handed = len(pending)
+                step = end if hint is None else max(1, hint)
+            lo = hi
+        return work
+
+    async def _feed_stream(self, value: Any) -> list[Any]:
+        assert self._stream is not None
+        return await self._stream.feed(value)
+
+    async def _whole(self, batch: Batch, transaction: Any) -> Work:
+        """Batch mode: the function takes the batch as a list. Messages that cannot be
+        converted fail alone (dead-lettered); the function runs on the rest."""
+        messages = batch.messages
+        outcomes: list[Outcome] = [None] * len(messages)
+        work = Work(batch, outcomes, transaction, shared=True)
+        values: list[Any] = []
+        arg = self._arg
+        for i, msg in enumerate(messages):
+            try:
+                values.append(arg(msg))
+            except Exception as exc:
+                outcomes[i] = self._failed(_as_conversion_error(exc), 1)
+        if not values:
+            return work
+        apply = self._apply
+        try:
+            produced = await apply(values)
+        except Exception as exc:
+            result = await self._attempts(exc, lambda: apply(values))
+            if isinstance(result, Exception):
+                return Work(
+                    batch,
+                    [result if o is None else o for o in outcomes],
+                    transaction,
+                    shared=True,
+                )
+            produced = result
+        # A batch function returns one value, a list of values, or None.
+        if len(produced) == 1 and isinstance(produced[0], list):
+            produced = produced[0]
+        if self.output is not None and produced:
+            to_wire = self.output.message
+            try:
+                work.outputs = [to_wire(v) for v in produced]
+            except Exception as exc:
+                error = self._failed(exc, 1)
+                work.outcomes = [error if o is None else o for o in outcomes]
+                return work
+            work.outbox = self.output.outbox(transaction)
+            await work.outbox.add(work.outputs)
+        return work
+
+    async def _with_unreadable(
+        self, batch: Batch, unreadable: Any, transaction: Any
+    ) -> Work:
+        """A batch holding messages the binder could not read: those fail as conversion
+        errors without reaching the function; the others are processed as usual."""
+        keep = [i for i in range(len(batch.messages)) if i not in unreadable]
+        inner = Batch([batch.messages[i] for i in keep], batch.token)
+        work = await self.process(inner, transaction)
+        outcomes: list[Outcome] = []
+        spans: list[int] = []
+        pos = 0
+        for i in range(len(batch.messages)):
+            if i in unreadable:
+                outcomes.append(self._failed(_as_conversion_error(unreadable[i]), 1))
+                spans.append(spans[-1] if spans else 0)
+            else:
+                outcomes.append(work.outcomes[pos])
+                if work.spans:
+                    spans.append(work.spans[pos])
+                pos += 1
+        work.batch, work.outcomes = batch, outcomes
+        if work.spans:
+            work.spans = spans
+        return work
+
+    # -- retries and refusals ------------------------------------------------------------
+
+    async def _retry(
+        self,
+        msg: Message[bytes],
+        exc: Exception,
+        pending: list[Message[bytes]] | None,
+        apply: Callable[[Any], Awaitable[list[Any]]],
+    ) -> Outcome:
+        """Attempt 1 of one message failed with ``exc``: retry it (its outputs join
+        ``pending``) or give up with the final error."""
+        arg = self._arg
+        output = self.output
+        to_wire = output.message if output is not None and pending is not None else None
+
+        async def again() -> list[Any]:
+            values = await apply(arg(msg))
+            return [to_wire(v) for v in values] if to_wire is not None else values
+
+        result = await self._attempts(exc, again)
+        if isinstance(result, Exception):
+            return result
+        if pending is not None:
+            pending.extend(result)
+        return None
+
+    async def _attempts(
+        self, exc: Exception, again: Callable[[], Awaitable[list[Any]]]
+    ) -> list[Any] | Exception:
+        """The one retry loop: attempt 1 failed with ``exc``; back off and call ``again``
+        until it works or the policy gives up (the final error is returned)."""
+        attempt = 1
+        while True:
+            if not self.policy.should_retry(exc, attempt):
+                return self._failed(exc, attempt)
+            await self._back_off(exc, attempt)
+            attempt += 1
+            try:
+                return await again()
+            except Exception as failed:
+                exc = failed
+
+    async def _find_refused(
+        self, work: Work, failed: list[int], results: Sequence[Exception | None]
+    ) -> None:
+        """The broker refused some outputs. A refusal may cover more than the culprit (a
+        whole broker batch), so each input with a refused output sends its outputs again on
+        its own: only those the broker still refuses fail (and are dead-lettered)."""
+        assert self.output is not None
+        spans, outcomes, outputs = work.spans, work.outcomes, work.outputs
+        suspects = sorted({bisect.bisect_right(spans, j) for j in failed})
+        log.warning(
+            "binding %s: the broker refused outputs of %d input(s) (%s); sending them again "
+            "one input at a time",
+            self.output.binding,
+            len(suspects),
+            type(results[failed[0]]).__name__,
+        )
+        for i in suspects:
+            if outcomes[i] is not None:
+                continue
+            start, end = spans[i - 1] if i else 0, spans[i]
+            box = self.output.outbox(work.transaction)
+            await box.add(outputs[start:end])
+            again = await box.confirm()
+            refused = next((r for r in again if r is not None), None)
+            if refused is not None:
+                outcomes[i] = self._failed(_delivery_error(refused), 1)
+
+    async def _back_off(self, exc: Exception, attempt: int) -> None:
+        delay = self.policy.delay(attempt)
+        log.info(
+            "binding %s: attempt %d of %d failed (%s); retrying in %.3fs",
+            self.binding,
+            attempt,
+            self.policy.max_attempts,
+            type(exc).__name__,
+            delay,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("binding %s: attempt %d failed with: %s", self.binding, attempt, exc)
+        await asyncio.sleep(delay)
+
+    def _failed(self, exc: Exception, attempt: int) -> Exception:
+        # The exception's text may quote the payload (a validation error's input): it is
+        # logged at DEBUG only; the dead letter carries it, bounded.
+        log.warning(
+            "binding %s: giving up after %d attempt%s: %s",
+            self.binding,
+            attempt,
+            "" if attempt == 1 else "s",
+            type(exc).__name__,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("binding %s: the last attempt failed with: %s", self.binding, exc)
+        return exc
+
+
+def _as_conversion_error(exc: BaseException) -> Exception:
+    if isinstance(exc, ConversionError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return ConversionError("input nested too deeply to convert")
+    error = ConversionError(f"cannot convert the message: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _delivery_error(exc: Exception | None) -> Exception:
+    if isinstance(exc, DeliveryError):
+        return exc
+    return DeliveryError(f"the broker refused an output: {type(exc).__name__}: {exc}")
