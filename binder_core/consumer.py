@@ -26,10 +26,11 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from binder_core.errors import ConversionError
 from binder_core.message import Message
+from binder_core.output import TRANSACTION
 from binder_core.pipeline import Work
 from binder_core.spi import (
     Batch,
@@ -62,6 +63,7 @@ def redelivery_delay(failures: int) -> float:
     return min(0.1 * 2.0 ** min(failures, 7), 10.0)
 
 
+@runtime_checkable
 class Processor(Protocol):
     """What the loop runs over each batch (``binder_core.pipeline.Pipeline``)."""
 
@@ -500,6 +502,7 @@ class _Loop:
         dead: dict[int, Exception] = {}
         while True:
             txn = await source.begin()
+            token = TRANSACTION.set(txn)
             try:
                 if len(todo) == len(messages):
                     part = batch
@@ -524,3 +527,5 @@ class _Loop:
                 with contextlib.suppress(Exception):
                     await source.abort(txn)
                 raise
+            finally:
+                TRANSACTION.reset(token)

@@ -19,10 +19,8 @@ async def bind_consumer(
     an exception: dead-letter it); a ``Processor`` (the core's pipeline) may stand instead.
     """
     subscription = await binder.provision_consumer(spec)
-    processor = handle if hasattr(handle, "process") else HandleProcessor(handle)  # type: ignore[arg-type]
-    binding = ConsumerBinding(
-        spec.binding, subscription, processor, spec.properties.concurrency  # type: ignore[arg-type]
-    )
+    processor = handle if isinstance(handle, Processor) else HandleProcessor(handle)
+    binding = ConsumerBinding(spec.binding, subscription, processor, spec.properties.concurrency)
     if spec.properties.auto_startup:
         await binding.start()
     return binding

@@ -4,6 +4,7 @@ binder's sink."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from binder_core.conversion import Encoder, ToBytes
@@ -12,6 +13,11 @@ from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
 from binder_core.errors import DeliveryError
 from binder_core.spi import Outbox, Sink
+
+#: The broker transaction the current consumer batch runs in, if any: set by the core's
+#: consumer loop, so that what a function sends itself (``StreamBridge``) joins it as its
+#: returned outputs do. Only the core reads it; binders get the transaction as an argument.
+TRANSACTION: ContextVar[Any] = ContextVar("binder_transaction", default=None)
 
 #: Values that do not go straight to the converter: bytes and str are sent as they are,
 #: a returned Message brings its own headers.
@@ -104,7 +110,7 @@ class Output:
         ``DeliveryError`` naming the first refusal."""
         if not messages:
             return
-        box = self.sink.outbox()
+        box = self.sink.outbox(TRANSACTION.get())
         await box.add(messages)
         results = await box.confirm()
         if results.count(None) != len(results):

@@ -13,10 +13,10 @@ import contextlib
 import logging
 from typing import Any
 
-from binder_core.spi import Binding, Capability, ConsumerSpec, Handle, Producer, ProducerSpec
-from binders.kafka.binding import KafkaBinding
+from binder_core.spi import Capability, ConsumerSpec, Health, ProducerSpec
 from binders.kafka.clients import ClientConfig, throttle_client_logs
-from binders.kafka.producer import KafkaProducer, ProducerSlot, stop_client
+from binders.kafka.consumer import KafkaSubscription
+from binders.kafka.producer import KafkaSink, Limits, ProducerSlot, stop_client
 from binders.kafka.provisioning import Provisioner, ProvisioningError, describe
 from binders.kafka.settings import (
     KafkaConsumerProperties,
@@ -54,7 +54,6 @@ class KafkaBinder:
         self.provisioner = Provisioner(name, self.environment, self.clients)
         self._producers: dict[Any, ProducerSlot] = {}
         self._producer_lock = asyncio.Lock()
-        self._bindings: list[KafkaBinding] = []
         self._watch: asyncio.Task[None] | None = None
         #: False while the brokers do not answer (the clients keep retrying meanwhile).
         self.healthy = False
@@ -155,7 +154,10 @@ class KafkaBinder:
             if shared is None:
                 client = await self._start_client(kwargs)
                 shared = self._producers[key] = ProducerSlot(
-                    client, lambda: self._start_client(kwargs), ext.close_timeout
+                    client,
+                    lambda: self._start_client(kwargs),
+                    ext.close_timeout,
+                    Limits.of(kwargs),
                 )
             shared.users += 1
 
@@ -172,10 +174,12 @@ class KafkaBinder:
         slot, _ = await self._shared_client(KafkaProducerProperties(), {})
         return slot
 
-    async def transactional_client(self, binding: KafkaBinding, index: int) -> Any:
-        """A started transactional producer for one consumer of ``binding``. Its id is
-        stable across restarts (so a restarted instance fences its zombie) and distinct per
-        group, topic, instance-index and consumer."""
+    async def transactional_client(
+        self, binding: KafkaSubscription, index: int
+    ) -> tuple[Any, Limits]:
+        """A started transactional producer for one consumer of ``binding``, and its
+        limits. Its id is stable across restarts (so a restarted instance fences its
+        zombie) and distinct per group, topic, instance-index and consumer."""
         env = self.environment
         txn = env.transaction
         ext = txn.producer
@@ -188,9 +192,9 @@ class KafkaBinder:
             f"{binding.instance_index}.{index}"
         )
         kwargs["client_id"] = f"binder-{self.name}-{binding.name}-tx{index}"
-        return await self._start_client(kwargs)
+        return await self._start_client(kwargs), Limits.of(kwargs)
 
-    async def producer(self, spec: ProducerSpec) -> Producer:
+    async def provision_producer(self, spec: ProducerSpec) -> KafkaSink:
         """Provision the topic (``partition-count`` partitions at least) and return a
         producer for it."""
         ext = spec.extension if isinstance(spec.extension, KafkaProducerProperties) else None
@@ -214,13 +218,12 @@ class KafkaBinder:
         # required-groups need nothing more on Kafka: the topic keeps every record for its
         # retention whoever consumes, and a new named group starts at the earliest offset.
         limit = await self.provisioner.max_message_bytes(spec.destination)
-        return KafkaProducer(self, spec.destination, slot, ext.sync, release, limit)
+        return KafkaSink(self, spec.destination, slot, ext.sync, release, limit)
 
     # -- consumers -------------------------------------------------------------------------
 
-    async def consumer(self, spec: ConsumerSpec, handle: Handle) -> Binding:
-        """Provision topic and dead-letter topic, and start (unless ``auto-startup`` is
-        false) a binding whose consumers have their partitions when this returns."""
+    async def provision_consumer(self, spec: ConsumerSpec) -> KafkaSubscription:
+        """Provision topic and dead-letter topic (for a named group)."""
         ext = spec.extension if isinstance(spec.extension, KafkaConsumerProperties) else None
         ext = ext or KafkaConsumerProperties()
         config = self.clients.check_binding(ext.configuration, "consumer", spec.binding)
@@ -234,27 +237,24 @@ class KafkaBinder:
             properties=ext.topic,
             purpose=f"instance-count x concurrency of binding {spec.binding}",
         )
-        binding = KafkaBinding(self, spec, handle, ext, config, partitions)
+        subscription = KafkaSubscription(self, spec, ext, config, partitions)
         if ext.enable_dlq and spec.group:
-            await binding.dlq_partitions()
-        self._bindings.append(binding)
-        if props.auto_startup:
-            await binding.start(raise_on_timeout=True)
-        return binding
+            await subscription.dead_letters.provision()
+        return subscription
+
+    async def health(self) -> Health:
+        servers = ",".join(self.environment.servers())
+        if self.healthy:
+            return Health(True, f"brokers at {servers} answer")
+        return Health(False, f"brokers at {servers} do not answer")
 
     async def close(self) -> None:
-        """Stop every binding, flush and close producers, disconnect."""
+        """Flush and close producers, disconnect."""
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-        for binding in self._bindings:
-            try:
-                await binding.stop()
-            except Exception as exc:
-                log.warning("binding %s did not stop cleanly: %s", binding.name, describe(exc))
-        self._bindings.clear()
         shared, self._producers = list(self._producers.values()), {}
         await asyncio.gather(*(stop_client(s.client, s.close_timeout) for s in shared))
         await self.provisioner.close()

@@ -1,25 +1,24 @@
-"""One consumer of a binding and the task that polls it: a batch per poll, handed to the
-core, failures dead-lettered, the batch's offsets committed once, after all of that was
-confirmed.
+"""Consuming from Kafka: a ``Subscription`` per binding and a ``Source`` per consumer
+(``concurrency``), driven by the core's consumer loop.
 
-At-least-once comes from the order of those steps: an offset is committed only after the
-core's handle returned for its batch (so every output was acknowledged by Kafka) and the
-failures were dead-lettered (DLQ sends confirmed). If handle raises, the consumer seeks
-back to the batch's first offsets and polls it again after a back-off; if the process dies
-first, the group resumes from the last commit. Either way records may be processed twice,
-never skipped; a crash replays at most the batch in flight.
+A group-managed binding lets Kafka's coordinator spread partitions over its consumers (and
+over every instance of the app); a partitioned one (``partitioned`` or
+``auto-rebalance-enabled: false``) takes the partitions p with
+p % instance-count == instance-index and deals them to its consumers, as Spring does.
 
-Rebalances: before partitions are taken away (``on_partitions_revoked``) the consumer
-waits, for a bounded time, for the batch in flight to finish and commit; a batch that
-finishes after its partitions were revoked is not committed (its new owner delivers it
-again). Newly assigned partitions get their starting position committed at once, so an
-anonymous (``latest``) subscription never skips what was sent while a rebalance ran.
+A fetch is one ``getmany``; settling a batch dead-letters its failures (confirmed) and then
+commits the batch's end offsets, so an offset is committed only after everything the batch
+caused was confirmed. A batch given back is a seek to its first offsets. Rebalances: before
+partitions are taken away, the source waits (bounded) until the batches it handed out are
+settled, and a batch settled after its partitions were revoked is not committed (their new
+owner delivers it again). Newly assigned partitions get their starting position committed
+at once, so an anonymous (``latest``) subscription never skips what was sent while a
+rebalance ran.
 
-Transactions (``transaction-id-prefix``): each batch runs in a Kafka transaction of a
-producer owned by its consumer; the core's outputs through this binder, the dead letters and
-the input offsets are committed together. If any record of the batch failed, the
-transaction is aborted and the batch's other records are processed again in a new one, so
-nothing a failed attempt sent becomes visible to ``read_committed`` readers.
+Transactions (``transaction-id-prefix``): each batch runs in a transaction of a producer
+owned by its consumer; the outputs through this binder, the dead letters and the input
+offsets commit together (the core's loop aborts and runs the others again when a record
+failed).
 """
 
 from __future__ import annotations
@@ -27,22 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from binder_core.message import Message
-from binder_core.spi import Outcome
+from binder_core.spi import Batch, ConsumerSpec, Disconnected, Permanent
+from binders.kafka.deadletter import DeadLetters
 from binders.kafka.headers import decoded
-from binders.kafka.producer import CURRENT, Transaction
+from binders.kafka.producer import KafkaTransaction, Limits
 from binders.kafka.provisioning import describe
+from binders.kafka.settings import KafkaConsumerProperties
 
 if TYPE_CHECKING:
-    from binders.kafka.binding import KafkaBinding
+    from binders.kafka.binder import KafkaBinder
 
 log = logging.getLogger(__name__)
 
-_MAX_BACKOFF = 10.0
-_CLEANUP = 20.0  # seconds closing a consumer may take (commit, leave group)
 #: Broker answers no retry will change (credentials, permissions, rejected settings).
 _FATAL_NAMES = frozenset(
     {
@@ -57,198 +58,229 @@ _FATAL_NAMES = frozenset(
     }
 )
 
+#: Seconds a paused consumer waits between the polls that keep it in its group.
+_PAUSED_POLL = 1.0
 
-def to_messages(records: Sequence[Any]) -> list[Message[bytes]]:
+
+def to_messages(records: Sequence[Any]) -> tuple[list[Message[bytes]], dict[int, Exception]]:
     """The core's view of records: payload (a tombstone's is empty), headers, key bytes and
-    partition. This runs for every record, so it does the least per record: a stream's
-    records mostly carry identical headers, so each record's raw headers are compared
-    with the previous record's (an equality test, no hashing of fresh bytes) and, when
-    equal, the decoded dict is copied rather than looked up again."""
+    partition; and the records whose headers could not be read (index -> why).
+
+    This runs for every record, so it does the least per record: a stream's records mostly
+    carry identical headers, so each record's raw headers are compared with the previous
+    record's (an equality test, no hashing of fresh bytes) and, when equal, the decoded
+    dict is copied rather than decoded again."""
     out: list[Message[bytes]] = []
+    unreadable: dict[int, Exception] = {}
     add = out.append
     last_raw: Any = None
     last: dict[str, Any] = {}
-    for r in records:
+    for i, r in enumerate(records):
         raw = r.headers
         if not raw:
             headers: dict[str, Any] = {}
         else:
             if raw != last_raw:
-                last, last_raw = decoded(raw), raw
+                try:
+                    last, last_raw = decoded(raw), raw
+                except Exception as exc:
+                    # One record's headers are beyond reading: that record fails (it is
+                    # dead-lettered with the reason), the partition goes on.
+                    unreadable[i] = exc
+                    last_raw = None
+                    add(Message(b"" if r.value is None else r.value, {}, r.key, r.partition))
+                    continue
             headers = last.copy()
         value = r.value
         add(Message(b"" if value is None else value, headers, r.key, r.partition))
-    return out
+    return out, unreadable
 
 
-def _listener(worker: Consumer, consumer: Any) -> Any:
-    """aiokafka's rebalance callbacks (it insists on its own base class, imported only
-    now), forwarded to the worker that owns the consumer."""
-    from aiokafka.abc import ConsumerRebalanceListener
+@dataclass(slots=True)
+class Polled:
+    """A batch's Kafka side: its records, where each partition starts and ends, and the
+    rebalance generation it was fetched in."""
 
-    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            await worker.revoked(consumer, set(revoked))
-
-        async def on_partitions_assigned(self, assigned: Any) -> None:
-            await worker.assigned(consumer, set(assigned))
-
-    return Listener()
+    records: list[Any]
+    starts: dict[Any, int]
+    ends: dict[Any, int]
+    epoch: int
 
 
-class Consumer:
-    """One consumer of a binding and the task that polls it."""
+class KafkaSubscription:
+    """A consumer binding's topic, group and dead-letter topic."""
 
-    def __init__(self, binding: KafkaBinding, index: int, partitions: list[int] | None) -> None:
-        self.binding = binding
+    def __init__(
+        self,
+        binder: KafkaBinder,
+        spec: ConsumerSpec,
+        ext: KafkaConsumerProperties,
+        client_config: dict[str, Any],
+        partitions: int,
+    ) -> None:
+        self.name = spec.binding
+        self.binder = binder
+        self.spec = spec
+        self.ext = ext
+        self.topic = spec.destination
+        self.anonymous = spec.group is None
+        #: The consumer group; an anonymous binding keeps one random group while it lives,
+        #: so a stop/start resumes where it stopped.
+        self.group = spec.group or f"anonymous.{uuid.uuid4()}"
+        self.partitions = partitions
+        props = spec.properties
+        self.manual = props.partitioned or not ext.auto_rebalance_enabled
+        self.instance_index = props.instance_index or 0
+        self.instance_count = props.instance_count or 1
+        self.concurrency = props.concurrency
+        self.dead_letters = DeadLetters(
+            binder.provisioner,
+            binder.dead_letter_slot,
+            spec.binding,
+            spec.destination,
+            spec.group,
+            self.group,
+            ext,
+            partitions,
+        )
+        self._client_config = client_config
+        env = binder.environment
+        self.drain_timeout = env.shutdown_timeout / 1000
+        self.transactional = env.transactional
+        #: Whether the binding is paused (new partitions are paused as they come).
+        self.paused = False
+
+    @property
+    def dlq_name(self) -> str:
+        return self.dead_letters.topic
+
+    def source(self, index: int) -> KafkaSource:
+        return KafkaSource(self, index, self.assignment(index))
+
+    def assignment(self, index: int) -> list[int] | None:
+        """Partitions of consumer ``index``: None = the group coordinator decides; else the
+        partitions p with p % instance-count == instance-index, dealt to the consumers."""
+        if not self.manual:
+            return None
+        mine = [p for p in range(self.partitions) if p % self.instance_count == self.instance_index]
+        return mine[index :: self.concurrency]
+
+    def consumer_kwargs(self, index: int) -> dict[str, Any]:
+        """aiokafka consumer settings of this binding."""
+        start = self.ext.start_offset or ("latest" if self.anonymous else "earliest")
+        base: dict[str, Any] = {
+            "auto_offset_reset": start,
+            "client_id": f"binder-{self.binder.name}-{self.name}",
+        }
+        if self.transactional:
+            base["isolation_level"] = "read_committed"
+        kwargs = self.binder.clients.kwargs("consumer", base, self._client_config)
+        kwargs["group_id"] = self.group
+        kwargs["enable_auto_commit"] = False
+        return kwargs
+
+    async def close(self) -> None:
+        return None
+
+
+class KafkaSource:
+    """One aiokafka consumer of a binding."""
+
+    #: Kafka's own pipelining (producer batches in flight while the core makes more) is
+    #: used within a batch; batches follow one another, which keeps rebalances simple.
+    overlap = False
+
+    def __init__(
+        self, subscription: KafkaSubscription, index: int, partitions: list[int] | None
+    ) -> None:
+        self.sub = subscription
         self.index = index
         self.partitions = partitions
-        self.ready = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.stopping = False
+        self.transactional = subscription.transactional
+        suffix = f"[{index}]" if subscription.concurrency > 1 else ""
+        self.label = f"{subscription.name}{suffix}"
         self.consumer: Any = None
         self.txn_producer: Any = None
         self.epoch = 0  # bumped when partitions are revoked: older batches are not committed
         self.pending: dict[Any, int] = {}  # offsets processed, not yet committed
-        self.failures = 0
-        self.error: BaseException | None = None  # why the consumer could not be created
         self._reset_done: set[Any] = set()
-        self._in_loop = False
-        self._task: asyncio.Task[None] | None = None
-        ext = binding.ext
+        self._held = 0  # batches handed out and not yet settled or given back
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._ready = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._poll_failures = 0
+        self._txn_limits = Limits()
+        ext = subscription.ext
         self._poll_ms = ext.poll_timeout
         self._max_records = ext.max_poll_records
         self._commit = ext.auto_commit_offset
-        env = binding.binder.environment
+        env = subscription.binder.environment
         # A rebalance waits this long for the batch in flight before moving on without it.
         self._revoke_wait = max(1.0, min(env.shutdown_timeout / 1000, 8.0))
 
-    @property
-    def label(self) -> str:
-        b = self.binding
-        suffix = f"[{self.index}]" if b.spec.properties.concurrency > 1 else ""
-        return f"{b.name}{suffix}"
+    # -- opening and closing --------------------------------------------------------------
 
-    def start(self) -> None:
-        self._in_loop = True
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"kafka:{self.label}")
-        self._task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            log.error("binding %s: consumer stopped: %s", self.label, describe(error))
-        self.ready.set()
-
-    async def stop(self, grace: float) -> None:
-        """Let the batch in flight finish (up to ``grace`` seconds), then close the consumer."""
-        self.stopping = True
-        task = self._task
-        if task is None or task.done():
-            return
-        if not self.idle.is_set():
-            try:
-                await asyncio.wait_for(self.idle.wait(), grace)
-            except TimeoutError:
-                log.warning(
-                    "binding %s: the batch in flight did not finish within %.1f s; stopping "
-                    "without committing it (it will be delivered again)",
-                    self.label,
-                    grace,
-                )
-        if self._in_loop:
-            task.cancel()  # polling, backing off, or abandoning the batch: nothing to commit
-        try:
-            await asyncio.wait_for(asyncio.shield(task), _CLEANUP)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        except BaseException:
-            pass
-
-    def pause(self) -> None:
-        consumer = self.consumer
-        if consumer is not None:
-            consumer.pause(*consumer.assignment())
-
-    def resume(self) -> None:
-        consumer = self.consumer
-        if consumer is not None:
-            consumer.resume(*consumer.assignment())
-
-    # -- the loop --------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        try:
-            while not self.stopping:
-                if self.consumer is None and not await self._open():
-                    break
-                delay = await self._poll()
-                if delay:
-                    await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            pass  # stop() cancels an idle worker; the consumer is closed below
-        finally:
-            self._in_loop = False
-            await self._close()
-
-    async def _open(self) -> bool:
-        """Create and start the consumer, retrying with back-off while the broker is down."""
+    async def open(self) -> None:
+        """Create and start the consumer; return once it has its partitions (or after
+        ``health-timeout``, still waiting for them)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.errors import KafkaError
 
-        b = self.binding
-        delay = 0.2
-        while not self.stopping:
+        sub = self.sub
+        try:
+            consumer = AIOKafkaConsumer(**sub.consumer_kwargs(self.index))
+        except Exception as exc:  # a setting aiokafka rejects: no retry will help
+            raise Permanent(f"cannot create its Kafka consumer: {describe(exc)}") from exc
+        if self.partitions is None:
+            consumer.subscribe([sub.topic], listener=_listener(self, consumer))
+        elif self.partitions:
+            consumer.assign([TopicPartition(sub.topic, p) for p in self.partitions])
+        try:
             try:
-                consumer = AIOKafkaConsumer(**b.consumer_kwargs())
-            except Exception as exc:  # a setting aiokafka rejects: no retry will help
-                self.error = exc
+                await consumer.start()
+            except (KafkaError, OSError):
                 raise
-            if self.partitions is None:
-                consumer.subscribe([b.topic], listener=_listener(self, consumer))
-            elif self.partitions:
-                consumer.assign([TopicPartition(b.topic, p) for p in self.partitions])
-            else:
-                log.info("binding %s: no partition of %s for this consumer", self.label, b.topic)
-                self.ready.set()
-                return False
-            try:
-                try:
-                    await consumer.start()
-                except (KafkaError, OSError):
-                    raise
-                except Exception as exc:  # rejected settings: retrying will not help
-                    await _bounded(consumer.stop(), 5)
-                    self.error = exc
-                    raise
-                if self.partitions:
-                    await self.assigned(consumer, set(consumer.assignment()))
-                if b.transactional:
-                    await self._transactional_producer()
-            except (KafkaError, OSError) as exc:
-                await _bounded(consumer.stop(), 5)
-                if type(exc).__name__ in _FATAL_NAMES:
-                    self.error = exc
-                    raise
-                log.warning(
-                    "binding %s: cannot start its consumer (%s); retrying in %.1f s",
-                    self.label,
-                    describe(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-                continue
+            except Exception as exc:  # rejected settings: retrying will not help
+                raise Permanent(f"cannot start its Kafka consumer: {describe(exc)}") from exc
             self.consumer = consumer
-            if b.paused:
-                self.pause()
-            return True
-        return False
+            if self.partitions:
+                await self.assigned(consumer, set(consumer.assignment()))
+            elif self.partitions is not None:
+                log.info("binding %s: no partition of %s for this consumer", self.label, sub.topic)
+                self._ready.set()
+            if self.transactional:
+                self.txn_producer, self._txn_limits = await sub.binder.transactional_client(
+                    sub, self.index
+                )
+        except BaseException as exc:
+            self.consumer = None
+            await _bounded(consumer.stop(), 5)
+            if isinstance(exc, Permanent):
+                raise
+            if type(exc).__name__ in _FATAL_NAMES:
+                raise Permanent(f"Kafka refused the consumer: {describe(exc)}") from exc
+            if isinstance(exc, KafkaError | OSError):
+                raise Disconnected(f"cannot start its consumer: {describe(exc)}") from exc
+            raise
+        timeout = sub.binder.environment.health_timeout
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            log.warning(
+                "binding %s: consumers of %s (group %s) got no partitions within %g s; they "
+                "keep trying",
+                self.label,
+                sub.topic,
+                sub.group,
+                timeout,
+            )
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
+        """Commit what is settled, leave the group; what was not settled is delivered
+        again from the last commit."""
+        await self._stop_keepalive()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             if self.pending:
@@ -257,97 +289,141 @@ class Consumer:
         producer, self.txn_producer = self.txn_producer, None
         if producer is not None:
             await _bounded(producer.stop(), 10)
-        self.ready.set()
+        self._held = 0
+        self._idle.set()
 
-    async def _poll(self) -> float:
-        """One poll and its batch; returns how long to back off before the next."""
+    # -- fetching --------------------------------------------------------------------------
+
+    async def fetch(self, wait: bool) -> Batch | None:
+        consumer = self.consumer
+        if consumer is None:
+            raise Disconnected("the consumer is closed")
+        if self.pending:
+            await self._flush(consumer)  # a commit that failed for a passing reason
         from aiokafka.errors import ConsumerStoppedError, KafkaError
 
-        consumer = self.consumer
-        if self.pending:
-            self.idle.clear()
-            try:
-                await self._flush(consumer)
-            finally:
-                self.idle.set()
         try:
-            data = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
-        except ConsumerStoppedError:
-            self.consumer = None
-            return 0.0
+            data = await consumer.getmany(timeout_ms=0, max_records=self._max_records)
+            if not data and wait:
+                data = await self._wait_for_records(consumer)
+        except ConsumerStoppedError as exc:
+            raise Disconnected("the consumer stopped") from exc
         except KafkaError as exc:
-            self.failures += 1
-            log.warning("binding %s: poll failed: %s", self.label, describe(exc))
-            return self._backoff()
-        except Exception as exc:
-            # Not a broker condition aiokafka retries itself: start over with a new consumer
-            # (from the committed offsets) rather than leave the binding silently dead.
-            self.failures += 1
-            log.error("binding %s: consumer failed (%s); reopening it", self.label, describe(exc))
-            self.consumer = None
-            await _bounded(consumer.stop(), 5)
-            return self._backoff()
+            # A broker condition the client recovers from by itself (it reconnects):
+            # wait a little and poll again with the same consumer and partitions.
+            self._poll_failures += 1
+            delay = min(0.1 * 2 ** min(self._poll_failures, 7), 10.0)
+            log.warning(
+                "binding %s: poll failed (%s); polling again in %.1f s",
+                self.label,
+                describe(exc),
+                delay,
+            )
+            await self._nap(delay)
+            return None
+        if self._poll_failures:
+            self._poll_failures = 0
+        self._txn_limits = Limits()
         if not data:
-            return 0.0
-        self.idle.clear()
-        try:
-            return await self._process(consumer, data)
-        finally:
-            self.idle.set()
-
-    def _backoff(self) -> float:
-        return float(min(0.1 * 2 ** min(self.failures, 7), _MAX_BACKOFF))
-
-    async def _process(self, consumer: Any, data: dict[Any, list[Any]]) -> float:
-        b = self.binding
+            return None
         if len(data) == 1:
             [records] = data.values()
         else:
             records = [r for batch in data.values() for r in batch]
-        messages = to_messages(records)
-        ends = {tp: batch[-1].offset + 1 for tp, batch in data.items()}
-        epoch = self.epoch
-        try:
-            if b.transactional:
-                await self._in_transaction(records, messages, ends)
-            else:
-                outcomes = await b.handle(messages)
-                if outcomes.count(None) != len(records):  # one C-level pass when all went well
-                    failed = [
-                        (r, e) for r, e in zip(records, outcomes, strict=True) if e is not None
-                    ]
-                    await b.dead_letter([r for r, _ in failed], [e for _, e in failed])
-        except Exception as exc:
-            self._rewind(consumer, data)
-            self.failures += 1
-            delay = self._backoff()
-            log.error(
-                "binding %s: batch of %d record%s not processed (%s); delivering it again "
-                "in %.1f s",
-                self.label,
-                len(records),
-                "" if len(records) == 1 else "s",
-                describe(exc),
-                delay,
-            )
-            return delay
-        if self.failures:
-            log.info("binding %s: processing again", self.label)
-            self.failures = 0
-        if b.transactional:
-            return 0.0
-        if self._commit and epoch == self.epoch:
-            self.pending.update(ends)
-            await self._flush(consumer)
-        return 0.0
+        messages, unreadable = to_messages(records)
+        polled = Polled(
+            records,
+            {tp: batch[0].offset for tp, batch in data.items()},
+            {tp: batch[-1].offset + 1 for tp, batch in data.items()},
+            self.epoch,
+        )
+        self._held += 1
+        self._idle.clear()
+        return Batch(messages, polled, unreadable or None)
 
-    def _rewind(self, consumer: Any, data: dict[Any, list[Any]]) -> None:
-        """Seek back to the batch's first offsets, so the next poll delivers it again."""
+    async def _wait_for_records(self, consumer: Any) -> Any:
+        """A poll that ``interrupt`` can end early."""
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        poll = asyncio.ensure_future(
+            consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
+        )
+        try:
+            await asyncio.wait((poll, wake), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._wake = None
+            if not poll.done():
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+        if poll.cancelled():
+            return {}
+        return poll.result()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, ending early on ``interrupt``."""
+        self._wake = wake = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(wake, seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._wake = None
+
+    def interrupt(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    # -- settling --------------------------------------------------------------------------
+
+    async def settle(
+        self, batch: Batch, failed: Sequence[tuple[int, Exception]], transaction: Any = None
+    ) -> None:
+        polled: Polled = batch.token
+        if transaction is not None:
+            producer = transaction.producer
+            if failed:
+                await self.sub.dead_letters.send(
+                    [polled.records[i] for i, _ in failed], [e for _, e in failed], transaction
+                )
+            await producer.send_offsets_to_transaction(polled.ends, self.sub.group)
+            await producer.commit_transaction()
+            self._release()
+            return
+        if failed:
+            await self.sub.dead_letters.send(
+                [polled.records[i] for i, _ in failed], [e for _, e in failed]
+            )
+        if self._commit and polled.epoch == self.epoch and self.consumer is not None:
+            self.pending.update(polled.ends)
+            await self._flush(self.consumer)
+        self._release()
+
+    async def redeliver(self, batches: Sequence[Batch]) -> None:
+        """Seek every partition back to the first offset any of these batches holds."""
         from aiokafka.errors import IllegalStateError
 
-        for tp, batch in data.items():
-            with contextlib.suppress(IllegalStateError, AssertionError):
-                consumer.seek(tp, batch[0].offset)
+        firsts: dict[Any, int] = {}
+        for batch in batches:
+            polled: Polled = batch.token
+            if polled.epoch != self.epoch:
+                continue  # revoked meanwhile: the partitions' new owner delivers them
+            for tp, offset in polled.starts.items():
+                if tp not in firsts or offset < firsts[tp]:
+                    firsts[tp] = offset
+        consumer = self.consumer
+        if consumer is not None:
+            for tp, offset in firsts.items():
+                with contextlib.suppress(IllegalStateError, AssertionError):
+                    consumer.seek(tp, offset)
+        self._held = 0
+        self._idle.set()
+
+    def _release(self) -> None:
+        self._held = max(0, self._held - 1)
+        if not self._held:
+            self._idle.set()
 
     async def _flush(self, consumer: Any) -> None:
         """Commit what was processed. A commit refused after a rebalance is dropped (the
@@ -376,13 +452,57 @@ class Consumer:
             if self.pending.get(tp) == offset:
                 del self.pending[tp]
 
+    # -- pause -----------------------------------------------------------------------------
+
+    async def pause(self) -> None:
+        """Pause every partition and keep polling now and then (which returns nothing), so
+        the consumer stays in its group however long the pause lasts."""
+        self.sub.paused = True
+        consumer = self.consumer
+        if consumer is None:
+            return
+        consumer.pause(*consumer.assignment())
+        if self._keepalive is None:
+            self._keepalive = asyncio.get_running_loop().create_task(
+                self._keep_polling(consumer), name=f"kafka-paused:{self.label}"
+            )
+
+    async def _keep_polling(self, consumer: Any) -> None:
+        from aiokafka.errors import KafkaError
+
+        while True:
+            try:
+                data = await consumer.getmany(timeout_ms=int(_PAUSED_POLL * 1000))
+            except (KafkaError, OSError) as exc:
+                log.debug("binding %s: poll while paused failed: %s", self.label, describe(exc))
+                await asyncio.sleep(_PAUSED_POLL)
+                continue
+            for tp, records in data.items():
+                # Fetched just before the pause took hold: read again after the resume.
+                with contextlib.suppress(Exception):
+                    consumer.seek(tp, records[0].offset)
+
+    async def _stop_keepalive(self) -> None:
+        task, self._keepalive = self._keepalive, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def resume(self) -> None:
+        self.sub.paused = False
+        await self._stop_keepalive()
+        consumer = self.consumer
+        if consumer is not None:
+            consumer.resume(*consumer.assignment())
+
     # -- rebalances ------------------------------------------------------------------------
 
     async def revoked(self, consumer: Any, revoked: set[Any]) -> None:
-        """Before partitions go: let the batch in flight finish and commit (bounded)."""
-        if not self.idle.is_set():
+        """Before partitions go: let the batch in flight be settled (bounded), commit."""
+        if not self._idle.is_set():
             try:
-                await asyncio.wait_for(self.idle.wait(), self._revoke_wait)
+                await asyncio.wait_for(self._idle.wait(), self._revoke_wait)
             except TimeoutError:
                 log.warning(
                     "binding %s: partitions revoked while a batch was in flight for more "
@@ -398,24 +518,24 @@ class Consumer:
     async def assigned(self, consumer: Any, assigned: set[Any]) -> None:
         """New partitions: apply reset-offsets, pause if the binding is paused, and commit
         the starting positions, so that a later rebalance or restart resumes from here."""
-        b = self.binding
+        sub = self.sub
         try:
-            if b.paused:
+            if sub.paused:
                 consumer.pause(*assigned)
             positions: dict[Any, int] = {}
             for tp in assigned:
-                if b.ext.reset_offsets and tp not in self._reset_done:
+                if sub.ext.reset_offsets and tp not in self._reset_done:
                     self._reset_done.add(tp)
-                    if (b.ext.start_offset or "earliest") == "earliest":
+                    if (sub.ext.start_offset or "earliest") == "earliest":
                         await consumer.seek_to_beginning(tp)
                     else:
                         await consumer.seek_to_end(tp)
                 positions[tp] = await asyncio.wait_for(
-                    consumer.position(tp), b.binder.environment.health_timeout
+                    consumer.position(tp), sub.binder.environment.health_timeout
                 )
             if positions and self._commit:
                 await asyncio.wait_for(
-                    consumer.commit(positions), b.binder.environment.health_timeout
+                    consumer.commit(positions), sub.binder.environment.health_timeout
                 )
         except Exception as exc:
             log.warning(
@@ -425,54 +545,25 @@ class Consumer:
                 describe(exc),
             )
         finally:
-            self.ready.set()
+            self._ready.set()
 
     # -- transactions ----------------------------------------------------------------------
 
-    async def _transactional_producer(self) -> Any:
-        if self.txn_producer is None:
-            self.txn_producer = await self.binding.binder.transactional_client(
-                self.binding, self.index
-            )
-        return self.txn_producer
+    async def begin(self) -> KafkaTransaction | None:
+        if not self.transactional:
+            return None
+        producer = self.txn_producer
+        if producer is None:
+            sub = self.sub
+            producer, self._txn_limits = await sub.binder.transactional_client(sub, self.index)
+            self.txn_producer = producer
+        await producer.begin_transaction()
+        return KafkaTransaction(self.sub.binder, producer, self._txn_limits)
 
-    async def _in_transaction(
-        self, records: list[Any], messages: list[Message[bytes]], ends: dict[Any, int]
-    ) -> None:
-        b = self.binding
-        producer = await self._transactional_producer()
-        todo = list(range(len(records)))
-        dead: dict[int, Exception] = {}
-        while True:
-            token = CURRENT.set(Transaction(b.binder, producer))
-            try:
-                await producer.begin_transaction()
-                outcomes: Sequence[Outcome] = (
-                    await b.handle([messages[i] for i in todo]) if todo else []
-                )
-                failed = {i: e for i, e in zip(todo, outcomes, strict=True) if e is not None}
-                if failed:
-                    # What a failed record's attempts sent must not become visible: abort,
-                    # then run the others again in a new transaction.
-                    dead.update(failed)
-                    todo = [i for i in todo if i not in failed]
-                    await producer.abort_transaction()
-                    continue
-                if dead:
-                    order = sorted(dead)
-                    await b.dead_letter(
-                        [records[i] for i in order], [dead[i] for i in order], producer
-                    )
-                await producer.send_offsets_to_transaction(ends, b.group)
-                await producer.commit_transaction()
-                return
-            except BaseException:
-                await self._abort(producer)
-                raise
-            finally:
-                CURRENT.reset(token)
-
-    async def _abort(self, producer: Any) -> None:
+    async def abort(self, transaction: Any) -> None:
+        if transaction is None:
+            return
+        producer = transaction.producer
         try:
             await asyncio.wait_for(producer.abort_transaction(), 10)
         except BaseException as exc:
@@ -482,8 +573,24 @@ class Consumer:
                 self.label,
                 describe(exc),
             )
-            self.txn_producer = None
+            if self.txn_producer is producer:
+                self.txn_producer = None
             await _bounded(producer.stop(), 5)
+
+
+def _listener(source: KafkaSource, consumer: Any) -> Any:
+    """aiokafka's rebalance callbacks (it insists on its own base class, imported only
+    now), forwarded to the source that owns the consumer."""
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            await source.revoked(consumer, set(revoked))
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            await source.assigned(consumer, set(assigned))
+
+    return Listener()
 
 
 async def _bounded(coro: Any, seconds: float) -> None:

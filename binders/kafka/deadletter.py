@@ -11,7 +11,10 @@ read the same way. Earlier exception headers are replaced, earlier "original" he
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +28,13 @@ from binder_core.deadletter import (
     ORIGINAL_TOPIC,
     exception_headers,
 )
+from binder_core.errors import DeliveryError
 from binders.kafka.headers import JSON_TYPES, merge_types
+from binders.kafka.producer import KafkaTransaction, ProducerSlot, publish
+from binders.kafka.provisioning import Provisioner, describe
+from binders.kafka.settings import KafkaConsumerProperties
+
+log = logging.getLogger(__name__)
 
 DLT_ORIGINAL_TOPIC = "kafka_dlt-original-topic"
 DLT_ORIGINAL_PARTITION = "kafka_dlt-original-partition"
@@ -118,3 +127,145 @@ def dead_letter(
     headers.append((JSON_TYPES, merge_types(raw, types)))
     partition = record.partition if record.partition < dlq_partitions else None
     return DeadLetter(record.key, record.value, headers, partition)
+
+
+class DeadLetters:
+    """The dead-letter topic of one consumer binding, and sending to it.
+
+    The topic is created at bind time for a named group, at the first dead letter for an
+    anonymous one. ``send`` raises (the batch is then delivered again) only when the dead
+    letters could not be confirmed for a reason that may pass; a dead letter Kafka refuses
+    for good is tried alone, then without its stack traces, then logged and skipped: a
+    poison record must not stop its partition forever.
+    """
+
+    def __init__(
+        self,
+        provisioner: Provisioner,
+        slot: Callable[[], Awaitable[ProducerSlot]],
+        binding: str,
+        destination: str,
+        group: str | None,
+        consumer_group: str,
+        ext: KafkaConsumerProperties,
+        partitions: int,
+    ) -> None:
+        self._provisioner = provisioner
+        self._slot = slot
+        self._binding = binding
+        self._group = consumer_group
+        self._ext = ext
+        self._partitions = partitions
+        self.topic = ext.dlq_name or f"error.{destination}.{group or 'anonymous'}"
+        self._count: int | None = None
+        self._limit: int | None = None  # the dead-letter topic's max.message.bytes
+        self._lock = asyncio.Lock()
+
+    async def provision(self) -> int:
+        """Create the dead-letter topic if needed; return its partition count."""
+        if self._count is None:
+            async with self._lock:
+                if self._count is None:
+                    wanted = self._ext.dlq_partitions or self._partitions
+                    count = await self._provisioner.ensure_topic(
+                        self.topic,
+                        wanted,
+                        fewer="accept",
+                        purpose=f"dead letters of binding {self._binding}",
+                    )
+                    self._limit = await self._provisioner.max_message_bytes(self.topic)
+                    self._count = count
+        return self._count
+
+    async def send(
+        self,
+        records: Sequence[Any],
+        errors: Sequence[Exception],
+        transaction: KafkaTransaction | None = None,
+    ) -> None:
+        """Dead-letter ``records`` (inside ``transaction`` when given, else through the
+        binder's dead-letter producer), or log and skip them when ``enable-dlq`` is false."""
+        if not self._ext.enable_dlq:
+            for record, exc in zip(records, errors, strict=True):
+                log.error(
+                    "binding %s: skipping record %s-%d@%d, its retries ran out "
+                    "(enable-dlq is false): %s",
+                    self._binding,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(exc).__name__,
+                )
+            return
+        count = await self.provision()
+        # Inside a transaction its producer, else the binder's dead-letter producer, which
+        # is replaced when a refusal broke it (read afresh for every send).
+        slot = None if transaction is not None else await self._slot()
+        letters = [
+            dead_letter(r, e, self._group, count) for r, e in zip(records, errors, strict=True)
+        ]
+        try:
+            await self._publish(letters, transaction, slot)
+        except DeliveryError:
+            await self._one_by_one(records, errors, count, transaction, slot)
+        log.info(
+            "binding %s: dead-lettered %d record%s to %s",
+            self._binding,
+            len(letters),
+            "" if len(letters) == 1 else "s",
+            self.topic,
+        )
+
+    async def _publish(
+        self,
+        letters: Sequence[DeadLetter],
+        transaction: KafkaTransaction | None,
+        slot: ProducerSlot | None,
+    ) -> None:
+        records = [(d.key, d.value, d.headers, d.partition) for d in letters]
+        if slot is not None:
+            await publish(
+                slot.client,
+                self.topic,
+                records,
+                limit=self._limit,
+                renew=slot.renew,
+                limits=slot.limits,
+            )
+        else:
+            assert transaction is not None
+            await publish(
+                transaction.producer,
+                self.topic,
+                records,
+                limit=self._limit,
+                limits=transaction.limits,
+            )
+
+    async def _one_by_one(
+        self,
+        records: Sequence[Any],
+        errors: Sequence[Exception],
+        count: int,
+        transaction: KafkaTransaction | None,
+        slot: ProducerSlot | None,
+    ) -> None:
+        for record, exc in zip(records, errors, strict=True):
+            for brief in (False, True):
+                letter = dead_letter(record, exc, self._group, count, brief=brief)
+                try:
+                    await self._publish([letter], transaction, slot)
+                    break
+                except DeliveryError as refused:
+                    if brief:
+                        log.error(
+                            "binding %s: %s refused the dead letter of %s-%d@%d (%s); "
+                            "skipping it. It failed with: %s",
+                            self._binding,
+                            self.topic,
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            refused,
+                            type(exc).__name__,
+                        )

@@ -7,22 +7,20 @@ the key, the Java client's default, so a Spring producer and we put a key on the
 partition; records without a key stick to one partition per call, as Kafka's sticky
 partitioner does), appended to one builder per partition, and each full builder goes to
 the producer at once, one future per batch. ``publish`` sends a whole batch of records and
-waits; ``KafkaStage`` takes the outputs of one input batch in slices while the core is
-still making them (the SPI's optional ``StagingProducer``), so the broker round trips
-overlap the processing.
+waits; a ``KafkaOutbox`` takes the outputs of one input batch in slices while the core is
+still making them, so the broker round trips overlap the processing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from binder_core.errors import DeliveryError
+from binder_core.errors import DeliveryError, ProducerClosedError
 from binder_core.message import Message
 from binders.kafka.headers import encode_headers
 from binders.kafka.provisioning import describe
@@ -75,20 +73,38 @@ def breaks_producer(exc: BaseException) -> bool:
     return name in _SEQUENCE_LOST or (name in _PERMANENT and name != "RecordTooLargeHere")
 
 
+#: aiokafka's defaults for ``max_request_size`` and ``max_batch_size``.
+_MAX_REQUEST = 1048576
+_BATCH_SIZE = 16384
+
+
 @dataclass(frozen=True, slots=True)
-class Transaction:
-    """The Kafka transaction a consumer batch runs in. Outputs sent through this binder
-    while it is current go through its producer, so they commit or abort with the input
-    offsets; outputs on other binders are not part of it."""
+class Limits:
+    """What a producer client was configured with: the largest request it sends
+    (``max_request_size``) and the bytes a batch builder takes (``max_batch_size``)."""
+
+    max_request: int = _MAX_REQUEST
+    batch_size: int = _BATCH_SIZE
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> Limits:
+        """From the keyword arguments the client was built with (aiokafka's defaults
+        where they do not say)."""
+        return cls(
+            int(kwargs.get("max_request_size", _MAX_REQUEST)),
+            int(kwargs.get("max_batch_size", _BATCH_SIZE)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaTransaction:
+    """The Kafka transaction a consumer batch runs in (``Source.begin``). Outputs sent
+    through this binder's sinks with it go through its producer, so they commit or abort
+    with the input offsets; outputs on other binders are not part of it."""
 
     owner: object  # the KafkaBinder that opened it
     producer: Any  # a transactional AIOKafkaProducer
-
-
-#: Set by a transactional consumer around the core's handle call; read by ``send``.
-CURRENT: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
-    "kafka_transaction", default=None
-)
+    limits: Limits = Limits()
 
 
 def encode_key(key: Any) -> bytes | None:
@@ -130,10 +146,7 @@ def _refused(exc: BaseException) -> bool:
 
 async def partitions_of(client: Any, topic: str) -> Collection[int]:
     """The partitions of ``topic`` from the client's metadata (fetched if not known yet)."""
-    parts = client.client.cluster.partitions_for_topic(topic)
-    if not parts:
-        parts = await client.partitions_for(topic)
-    return parts  # type: ignore[no-any-return]
+    return await client.partitions_for(topic)  # type: ignore[no-any-return]
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -182,7 +195,12 @@ class Batches:
     )
 
     def __init__(
-        self, client: Any, topic: str, parts: Collection[int], limit: int | None = None
+        self,
+        client: Any,
+        topic: str,
+        parts: Collection[int],
+        limit: int | None = None,
+        limits: Limits = Limits(),
     ) -> None:
         self._client = client
         self._topic = topic
@@ -190,11 +208,10 @@ class Batches:
         self._count = len(parts)
         self._sticky: int | None = None
         # What aiokafka's own send checks (max_request_size), and the topic's limit.
-        largest: int = getattr(client, "_max_request_size", 1048576)
+        largest = limits.max_request
         self._max = largest if limit is None else min(largest, limit)
-        # Bytes a builder takes before it is full (max_batch_size; aiokafka's default if
-        # the client does not say).
-        fill: int = getattr(getattr(client, "_message_accumulator", None), "_batch_size", 16384)
+        # Bytes a builder takes before it is full (max_batch_size).
+        fill = limits.batch_size
         # A limit below the batch size (unusual) is checked record by record; otherwise
         # only a lone record can exceed it, which the hand-over checks.
         self._tight = self._max < fill
@@ -334,6 +351,7 @@ async def publish(
     sync: bool = False,
     limit: int | None = None,
     renew: Renew | None = None,
+    limits: Limits = Limits(),
 ) -> None:
     """Send ``records`` to ``topic`` and return once Kafka confirmed every one.
 
@@ -349,7 +367,7 @@ async def publish(
     """
     if not records:
         return
-    batches = Batches(client, topic, await partitions_of(client, topic), limit)
+    batches = Batches(client, topic, await partitions_of(client, topic), limit, limits)
     step = 1 if sync else len(records)
     for start in range(0, len(records), step):
         try:
@@ -393,109 +411,160 @@ def to_records(messages: Sequence[Message[bytes]]) -> list[Record]:
     return out
 
 
-class KafkaStage:
-    """Outputs handed over in slices while the core is still producing them (the SPI's
-    ``Stage``): each slice is appended to the batch builders at once, full batches go to
-    the producer straight away, so the broker round trips of a poll's outputs overlap
-    with the processing of the rest of the poll instead of following it."""
+class KafkaOutbox:
+    """The outputs of one input batch for one topic (the SPI's ``Outbox``): each slice is
+    appended to the batch builders at once and full batches go to the producer straight
+    away, so the broker round trips of a poll's outputs overlap with the processing of the
+    rest of the poll instead of following it."""
 
-    __slots__ = ("_batches", "_client", "_limit", "_renew", "_slices", "_topic")
-
-    def __init__(
-        self, client: Any, topic: str, limit: int | None = None, renew: Renew | None = None
-    ) -> None:
-        self._client = client
-        self._topic = topic
-        self._limit = limit
-        self._renew = renew
-        self._batches: Batches | None = None
-        self._slices = 0
-
-    async def add(self, messages: Sequence[Message[bytes]]) -> int:
-        """Append a slice; hands over (and may wait to hand over) the batches it fills.
-        Returns about how many more messages fill the batch being built, so the core's
-        next slice ends about when that batch is full."""
-        tag = self._slices
-        self._slices += 1
-        batches = self._batches
-        if batches is None:
-            parts = await partitions_of(self._client, self._topic)
-            batches = self._batches = Batches(self._client, self._topic, parts, self._limit)
-        # No extra yield after a batch was handed over: the sender picks it up at the next
-        # wait (measured: yielding here at once was no faster, slightly slower).
-        await batches.add(to_records(messages), tag)
-        return batches.wanted()
-
-    async def confirm(self) -> list[Exception | None]:
-        """Hand over the rest and wait for every confirmation. Per slice: None when all of
-        it was confirmed, or the ``DeliveryError`` of a batch Kafka refused that held some
-        of it. Anything else (a timeout, a lost connection) is raised."""
-        outcomes: list[Exception | None] = [None] * self._slices
-        batches = self._batches
-        if batches is None:
-            return outcomes
-        try:
-            await batches.flush()
-        finally:
-            failures = await batches.wait()
-            if self._renew is not None and any(breaks_producer(e) for e, _, _ in failures):
-                await self._renew(self._client)
-        transient: BaseException | None = None
-        for exc, first, last in failures:
-            if not _refused(exc):
-                transient = transient or exc
-                continue
-            refused = DeliveryError(f"Kafka refused records for {self._topic}: {describe(exc)}")
-            for tag in range(first, self._slices if last < 0 else last + 1):
-                outcomes[tag] = outcomes[tag] or refused
-        if transient is not None:
-            raise transient
-        return outcomes
-
-
-class KafkaProducer:
-    """The SPI producer of one output binding."""
+    __slots__ = (
+        "_batches",
+        "_client",
+        "_limit",
+        "_limits",
+        "_refused",
+        "_renew",
+        "_sink",
+        "_sizes",
+        "_topic",
+    )
 
     def __init__(
         self,
-        binder: Any,
+        sink: KafkaSink,
+        client: Any,
+        renew: Renew | None,
+        limits: Limits,
+    ) -> None:
+        self._sink = sink
+        self._client = client
+        self._topic = sink.topic
+        self._limit = sink.limit
+        self._limits = limits
+        self._renew = renew
+        self._batches: Batches | None = None
+        self._sizes: list[int] = []  # messages per slice handed over
+        self._refused: dict[int, DeliveryError] = {}  # slices refused before sending
+
+    async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
+        """Append a slice; hands over (and may wait to hand over) the batches it fills.
+        Returns about how many more messages fill the batch being built, so the core's
+        next slice ends about when that batch is full."""
+        if self._sink.closed:
+            raise ProducerClosedError(f"cannot send to topic '{self._topic}': its producer is closed")
+        tag = len(self._sizes)
+        self._sizes.append(len(messages))
+        batches = self._batches
+        if batches is None:
+            parts = await partitions_of(self._client, self._topic)
+            batches = self._batches = Batches(
+                self._client, self._topic, parts, self._limit, self._limits
+            )
+        # No extra yield after a batch was handed over: the sender picks it up at the next
+        # wait (measured: yielding here at once was no faster, slightly slower).
+        try:
+            await batches.add(to_records(messages), tag)
+        except DeliveryError as exc:  # a partition the topic does not have
+            self._refused[tag] = exc
+        return batches.wanted()
+
+    async def confirm(self) -> list[Exception | None]:
+        """Hand over the rest and wait for every confirmation: per message, None when its
+        batch was confirmed, or the ``DeliveryError`` of a batch Kafka refused that held
+        it. Anything else (a timeout, a lost connection) is raised."""
+        sizes = self._sizes
+        per_slice: list[Exception | None] = [None] * len(sizes)
+        for tag, refusal in self._refused.items():
+            per_slice[tag] = refusal
+        batches = self._batches
+        if batches is not None:
+            try:
+                await batches.flush()
+            finally:
+                failures = await batches.wait()
+                if self._renew is not None and any(breaks_producer(e) for e, _, _ in failures):
+                    await self._renew(self._client)
+            transient: BaseException | None = None
+            for exc, first, last in failures:
+                if not _refused(exc):
+                    transient = transient or exc
+                    continue
+                refused = DeliveryError(f"Kafka refused records for {self._topic}: {describe(exc)}")
+                for tag in range(first, len(sizes) if last < 0 else last + 1):
+                    per_slice[tag] = per_slice[tag] or refused
+            if transient is not None:
+                raise transient
+        if per_slice.count(None) == len(per_slice):
+            return [None] * sum(sizes)
+        out: list[Exception | None] = []
+        for size, result in zip(sizes, per_slice, strict=True):
+            out.extend([result] * size)
+        return out
+
+
+class KafkaSyncOutbox:
+    """``sync: true``: every record is its own batch, confirmed before the next is sent."""
+
+    __slots__ = ("_client", "_results", "_sink")
+
+    def __init__(self, sink: KafkaSink, client: Any) -> None:
+        self._sink = sink
+        self._client = client
+        self._results: list[Exception | None] = []
+
+    async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
+        sink = self._sink
+        if sink.closed:
+            raise ProducerClosedError(f"cannot send to topic '{sink.topic}': its producer is closed")
+        for record in to_records(messages):
+            try:
+                await publish(
+                    self._client, sink.topic, [record], True, sink.limit, sink.slot.renew,
+                    sink.slot.limits,
+                )  # fmt: skip
+                self._results.append(None)
+            except DeliveryError as exc:
+                self._results.append(exc)
+        return None
+
+    async def confirm(self) -> list[Exception | None]:
+        return self._results
+
+
+class KafkaSink:
+    """The SPI sink of one output binding, over a producer client shared by the binder."""
+
+    def __init__(
+        self,
+        owner: object,
         topic: str,
         slot: ProducerSlot,
         sync: bool,
-        release: Any = None,
+        release: Callable[[], Awaitable[None]] | None = None,
         limit: int | None = None,
     ) -> None:
-        self._binder = binder
+        self._owner = owner
         self.topic = topic
-        self._slot = slot
+        self.slot = slot
         self._sync = sync
         self._release = release
-        self._limit = limit  # the topic's max.message.bytes, when known
+        self.limit = limit  # the topic's max.message.bytes, when known
+        self.closed = False
 
-    def _current(self) -> tuple[Any, Renew | None]:
-        """The client to send through, and how to replace it: inside a consumer
-        transaction of this binder, its transactional producer (whose failure aborts the
-        transaction instead)."""
-        txn = CURRENT.get()
-        if txn is not None and txn.owner is self._binder:
-            return txn.producer, None
-        return self._slot.client, self._slot.renew
-
-    async def send(self, messages: Sequence[Message[bytes]]) -> None:
-        """Send a batch; inside a consumer transaction of this binder, as part of it."""
-        client, renew = self._current()
-        await publish(client, self.topic, to_records(messages), self._sync, self._limit, renew)
-
-    def stage(self) -> KafkaStage | None:
-        """A stage for the outputs of one input batch (none in ``sync`` mode, where every
-        record waits for its own confirmation)."""
+    def outbox(self, transaction: Any = None) -> KafkaOutbox | KafkaSyncOutbox:
+        """An outbox for one batch of outputs; inside a consumer transaction of this
+        binder, its records go through the transaction's producer (and a refusal aborts
+        the transaction instead of replacing the producer)."""
+        if isinstance(transaction, KafkaTransaction) and transaction.owner is self._owner:
+            return KafkaOutbox(self, transaction.producer, None, transaction.limits)
+        slot = self.slot
         if self._sync:
-            return None
-        client, renew = self._current()
-        return KafkaStage(client, self.topic, self._limit, renew)
+            return KafkaSyncOutbox(self, slot.client)
+        return KafkaOutbox(self, slot.client, slot.renew, slot.limits)
 
     async def close(self) -> None:
         """Release this binding's hold on the shared client (the binder closes it)."""
+        self.closed = True
         release, self._release = self._release, None
         if release is not None:
             await release()
@@ -511,8 +580,15 @@ class ProducerSlot:
     it fail and their inputs are delivered again, so nothing is lost.
     """
 
-    def __init__(self, client: Any, start: Callable[[], Awaitable[Any]], close_timeout: float):
+    def __init__(
+        self,
+        client: Any,
+        start: Callable[[], Awaitable[Any]],
+        close_timeout: float,
+        limits: Limits = Limits(),
+    ):
         self.client = client
+        self.limits = limits
         self.users = 0
         self.close_timeout = close_timeout
         self.renewals = 0

@@ -22,6 +22,7 @@ from binder_core.spi import (
     Outcome,
     ProducerSpec,
 )
+from binder_core.testing.driver import BinderDriver
 from binders.kafka.binder import KafkaBinder
 from binders.kafka.provisioning import ProvisioningError
 from binders.kafka.settings import (
@@ -34,11 +35,12 @@ from tests.support import eventually
 pytestmark = pytest.mark.kafka
 
 
-def make_binder(bootstrap: str, **settings: Any) -> KafkaBinder:
+def make_binder(bootstrap: str, **settings: Any) -> Any:
+    """A Kafka binder driven as the core drives it (consumers fed to plain handles)."""
     env = KafkaEnvironment.model_validate(
         {"bootstrap-servers": bootstrap, "health-timeout": 20, **settings}
     )
-    return KafkaBinder("kafka", env)
+    return BinderDriver(KafkaBinder("kafka", env))
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def consumer_spec(
 
 
 async def test_capabilities_and_spi_shape(binder: KafkaBinder) -> None:
-    assert isinstance(binder, Binder)
+    assert isinstance(binder.binder, Binder)
     assert binder.capabilities >= {
         Capability.GROUPS,
         Capability.ORDERING,
@@ -209,7 +211,7 @@ async def test_order_per_key_with_concurrency(binder: KafkaBinder, kit: Kit) -> 
         seen[m.key].append(int(m.payload.split(b":")[1]))
     for key, sequence in seen.items():
         assert sequence == sorted(sequence), f"order broken for {key!r}"
-    assert len(binding._workers) == 3  # type: ignore[attr-defined]
+    assert len(binding.consumers) == 3
 
 
 async def test_partitioned_consumer_takes_only_its_partitions(
@@ -356,7 +358,7 @@ async def test_anonymous_binding_starts_at_latest_and_misses_nothing_after(
     await kit.produce(topic, [b"old"])
     got = Collector()
     binding = await binder.consumer(consumer_spec(topic, None), got)
-    assert binding.group.startswith("anonymous.")  # type: ignore[attr-defined]
+    assert binding.subscription.group.startswith("anonymous.")  # type: ignore[attr-defined]
     producer = await binder.producer(ProducerSpec("out", topic))
     await producer.send([Message(f"new-{i}".encode()) for i in range(10)])
     await eventually(lambda: len(got.messages) == 10, what="10 new messages")
@@ -474,7 +476,7 @@ async def test_rebalance_mid_stream_commits_finished_work_first(
     """A second member joins while the first holds a batch in flight: the first finishes
     and commits that batch before its partitions move, so the new owner starts exactly
     after it. The batch is held at a gate until the first member's revocation has begun."""
-    from binders.kafka.consumer import Consumer
+    from binders.kafka.consumer import KafkaSource as Consumer
 
     topic, group = kit.name("rebalance"), kit.name("g")
     await kit.create(topic, 4)

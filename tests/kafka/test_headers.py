@@ -111,7 +111,7 @@ def test_a_poll_decodes_each_records_own_headers_into_its_own_dict() -> None:
     assert {(m.key, m.partition) for m in messages} == {(b"k", 3)}
     messages[0].headers["mutated"] = True
     assert "mutated" not in messages[1].headers
-    assert to_messages(records[:2])[0].headers == {"contentType": "application/json"}
+    assert to_messages(records[:2])[0][0].headers == {"contentType": "application/json"}
 
 
 def test_outputs_get_their_own_headers_encoded() -> None:

@@ -13,12 +13,13 @@ import pytest
 from binder_core.conversion import encoder_for, message_converters
 from binder_core.errors import DeliveryError
 from binder_core.functions import Definition, inspect_function
-from binder_core.invoker import Invoker
+from binder_core.pipeline import Pipeline
 from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.properties import ProducerProperties
 from binder_core.retry import RetryPolicy
-from binder_core.spi import Producer, ProducerSpec, StagingProducer
+from binder_core.spi import Batch, Outcome, ProducerSpec
+from binder_core.testing.driver import BinderDriver
 from binders.kafka.binder import KafkaBinder
 from binders.kafka.settings import KafkaEnvironment, KafkaProducerProperties
 from tests.kafka.conftest import DEADLINE, Kit
@@ -35,7 +36,7 @@ async def binder(kit: Kit) -> AsyncIterator[KafkaBinder]:
     env = KafkaEnvironment.model_validate(
         {"bootstrap-servers": kit.bootstrap, "health-timeout": 20}
     )
-    b = KafkaBinder("kafka", env)
+    b = BinderDriver(KafkaBinder("kafka", env))
     await b.start()
     try:
         yield b
@@ -52,20 +53,25 @@ def _small_records(**configuration: Any) -> KafkaProducerProperties:
     )
 
 
-def _invoker(fn: Callable[[str], Awaitable[str]], producer: Producer, topic: str) -> Invoker:
-    """The core's invoker around ``fn`` (text in, text out, no retries)."""
+def _invoker(fn: Callable[[str], Awaitable[str]], producer: Output, topic: str) -> Pipeline:
+    """The core's pipeline around ``fn`` (text in, text out, no retries)."""
     converters = {c.content_type: c for c in message_converters()}
     output = Output(
         "fn-out-0",
         topic,
-        producer,
+        producer.sink,
         encoder_for("text/plain", converters),
         "text/plain",
         ProducerProperties(),
     )
     definition = Definition("fn", (inspect_function("fn", fn),))
     policy = RetryPolicy(max_attempts=1, initial_ms=0, max_ms=0)
-    return Invoker("fn-in-0", definition, "text/plain", converters, policy, output)
+    return Pipeline("fn-in-0", definition, "text/plain", converters, policy, output)
+
+
+async def _run(pipeline: Pipeline, messages: list[Message[bytes]]) -> list[Outcome]:
+    """One batch through the pipeline, as the consumer loop runs it."""
+    return await pipeline.finish(await pipeline.process(Batch(messages)))
 
 
 async def test_many_batches_keep_order_per_partition(binder: KafkaBinder, kit: Kit) -> None:
@@ -104,7 +110,7 @@ async def test_a_refused_record_is_a_delivery_error_and_the_producer_goes_on(
     await producer.send([Message(b"d")])
     records = await kit.read(topic, 101)
     assert [r.value for r in records] == [m.payload for m in small] + [b"d"]
-    assert producer._slot.renewals == 0, "a record refused before sending broke nothing"
+    assert producer.sink.slot.renewals == 0, "a record refused before sending broke nothing"
 
 
 async def test_a_record_over_max_request_size_is_refused_before_sending(
@@ -140,7 +146,6 @@ async def test_outputs_reach_kafka_while_the_batch_is_still_processed(
     a batch is processed, outputs of the first ones are already on the topic."""
     topic = kit.name("staged")
     producer = await binder.producer(ProducerSpec("out", topic))
-    assert isinstance(producer, StagingProducer)
     seen_before_last: list[int] = []
 
     async def fn(word: str) -> str:
@@ -156,7 +161,7 @@ async def test_outputs_reach_kafka_while_the_batch_is_still_processed(
 
     invoker = _invoker(fn, producer, topic)
     batch = [Message(f"w{i:02d}".encode()) for i in range(40)] + [Message(b"last")]
-    outcomes = await invoker.handle(batch)
+    outcomes = await _run(invoker, batch)
     assert outcomes == [None] * 41
     assert seen_before_last and seen_before_last[0] >= 1
     records = await kit.read(topic, 41)
@@ -172,7 +177,7 @@ async def test_only_inputs_whose_outputs_kafka_refuses_fail(binder: KafkaBinder,
 
     invoker = _invoker(fn, producer, topic)
     words = [f"big{i}" if i in (5, 31) else f"w{i:02d}" for i in range(60)]
-    outcomes = await invoker.handle([Message(w.encode()) for w in words])
+    outcomes = await _run(invoker, [Message(w.encode()) for w in words])
     failed = [w for w, o in zip(words, outcomes, strict=True) if o is not None]
     assert failed == ["big5", "big31"]
     assert all(isinstance(o, DeliveryError) for o in outcomes if o is not None)

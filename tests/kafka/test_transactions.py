@@ -13,6 +13,7 @@ from binder_core import StreamBridge
 from binder_core.message import Message
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.spi import ConsumerSpec, Outcome, ProducerSpec
+from binder_core.testing.driver import BinderDriver
 from binders.kafka.binder import KafkaBinder
 from binders.kafka.settings import KafkaEnvironment
 from tests.kafka.conftest import Kit, binder_tree, running_app
@@ -29,7 +30,7 @@ async def binder(kit: Kit) -> AsyncIterator[KafkaBinder]:
             "transaction": {"transaction-id-prefix": kit.name("tx") + "-"},
         }
     )
-    b = KafkaBinder("kafka", env)
+    b = BinderDriver(KafkaBinder("kafka", env))
     await b.start()
     try:
         yield b
