@@ -99,7 +99,8 @@ def test_a_poll_decodes_each_records_own_headers_into_its_own_dict() -> None:
         record(None, None),
         record(b"5", json_ct),
     ]
-    messages = to_messages(records)
+    messages, unreadable = to_messages(records)
+    assert unreadable == {}
     assert [m.headers for m in messages] == [
         {"contentType": "application/json"},
         {"contentType": "application/json"},
