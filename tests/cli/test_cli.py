@@ -15,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BINDER = str(Path(sys.executable).parent / "binder")
 
 
-def binder(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM__")}
-    env.pop("BINDER_PROFILES", None)
+def binder(
+    *args: str, cwd: Path = ROOT, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM__", "MARKET__"))}
+    environ.pop("BINDER_PROFILES", None)
+    environ.update(env or {})
     return subprocess.run(
-        [BINDER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [BINDER, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -53,6 +56,50 @@ def test_market_demo_prints_alerts_and_audit_tally() -> None:
     assert result.returncode == 0, result.stderr
     assert "ALERT " in result.stdout
     assert "audit: 25 ticks recorded" in result.stdout
+
+
+_DEMO = (
+    "--run-for", "2",
+    "--set", "market.ticker.seed=7",
+    "--set", "market.ticker.volatility-percent=4",
+    "--set", "stream.poller.fixed-delay=5",
+)  # fmt: skip
+
+
+def _drops(stdout: str) -> list[float]:
+    """The drop of each alert the demo printed ("ALERT ACME: 97.73 is 1.26% below 98.98")."""
+    return [float(line.split()[4].rstrip("%")) for line in stdout.splitlines() if "ALERT" in line]
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "threshold", "instead_of"),
+    [
+        ((), {}, 3.0, 5.0),  # config/application.yaml, not the model's default
+        (("--set", "market.alerts.slump-percent=1"), {}, 1.0, 3.0),
+        (("--set", "market.alerts.slump_percent=1"), {}, 1.0, 3.0),
+        ((), {"MARKET__ALERTS__SLUMP_PERCENT": "1.5"}, 1.5, 3.0),
+    ],
+)
+def test_market_demo_applies_its_slump_setting_from_every_source(
+    options: tuple[str, ...], env: dict[str, str], threshold: float, instead_of: float
+) -> None:
+    result = binder("run", "apps.market", *_DEMO, *options, env=env)
+    assert result.returncode == 0, result.stderr
+    drops = _drops(result.stdout)
+    assert drops, result.stdout
+    assert min(drops) > threshold
+    assert min(drops) < instead_of, f"alerts look like slump-percent {instead_of}: {drops}"
+
+
+def test_market_demo_refuses_a_bad_setting_with_its_key_path() -> None:
+    result = binder(
+        "run", "apps.market", "--run-for", "1", "--set", "market.alerts.slump-percent=abc"
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--set market.alerts.slump-percent: market.alerts.slump-percent:" in result.stderr
+    assert "(got 'abc')" in result.stderr
+    assert "ALERT" not in result.stdout
 
 
 def test_config_error_names_file_line_key_and_suggestion(tmp_path: Path) -> None:
