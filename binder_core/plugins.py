@@ -40,13 +40,15 @@ class Registry:
     converters: dict[str, Converter] = field(default_factory=dict)
     origin: dict[str, PluginInfo] = field(default_factory=dict)  # "binder:x"/"converter:x"
     failures: dict[str, str] = field(default_factory=dict)  # plugin name -> error
+    #: The plugins' hooks, for the optional ones called later (``destination_exists``).
+    hooks: Any = None
 
 
 def load_plugins(extra: list[ModuleType | object] | None = None) -> Registry:
     """Load every installed plugin (plus ``extra`` objects, for tests) into a registry."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    registry = Registry()
+    registry = Registry(hooks=manager.hook)
     infos: dict[str, PluginInfo] = {}
 
     # The core's own converters (JSON, text, bytes) are a plugin too.

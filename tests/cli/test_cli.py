@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,75 @@ def test_hostile_yaml_is_a_configuration_error_not_a_traceback(
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{file}:" in result.stderr and expected in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x = 1\ndef broken(:\n    pass\n", "broken_app.py:2: SyntaxError: invalid syntax"),
+        (
+            "import os\nimport surely_not_installed_anywhere\n",
+            "broken_app.py:2: ModuleNotFoundError",
+        ),
+        ("def f():\n    return 1 / 0\n\nf()\n", "broken_app.py:2: ZeroDivisionError"),
+    ],
+)
+def test_an_app_module_that_cannot_be_imported_is_one_clear_paragraph(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    (tmp_path / "broken_app.py").write_text(source)
+    config = write_config(tmp_path / "cfg", "{}\n")
+    result = binder("run", "broken_app", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot import app module 'broken_app'" in result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", "soon"])
+def test_run_for_must_be_a_finite_number_of_seconds(value: str) -> None:
+    result = binder("run", "apps.uppercase", "--config", "config/uppercase", "--run-for", value)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "argument --run-for: expected a" in result.stderr and f"got '{value}'" in result.stderr
+
+
+def test_output_cut_short_by_its_reader_is_not_a_traceback() -> None:
+    """``binder config | head -1``: the reader goes away while binder still writes."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAM__")}
+    proc = subprocess.Popen(
+        [BINDER, "config"], cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # no reader left: every write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+@pytest.mark.kafka
+def test_tail_on_a_missing_kafka_topic_says_so_and_creates_nothing(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topic = unique_name("missing")
+    where = f"stream.binders.kafka.environment.bootstrap-servers={kafka_bootstrap}"
+    for _ in range(2):  # the second run proves the first created nothing
+        result = binder("tail", topic, "--profile", "kafka", "--set", where, timeout=90)
+        assert result.returncode == 1, result.stderr
+        assert f"destination '{topic}' does not exist on binder 'kafka'" in result.stderr
+        assert "nothing was created" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.rabbit
+def test_tail_on_a_missing_rabbit_exchange_says_so_and_creates_nothing(
+    rabbit_url: str, unique_name: Callable[[str], str]
+) -> None:
+    exchange = unique_name("missing")
+    where = f"stream.binders.rabbit.environment.uri={rabbit_url}"
+    for _ in range(2):  # the second run proves the first created nothing
+        result = binder("tail", exchange, "--profile", "rabbit", "--set", where, timeout=90)
+        assert result.returncode == 1, result.stderr
+        assert f"destination '{exchange}' does not exist on binder 'rabbit'" in result.stderr
+        assert "nothing was created" in result.stderr and "Traceback" not in result.stderr
+        assert "NOT_FOUND" not in result.stderr  # pika's warning is the expected answer here
