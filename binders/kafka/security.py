@@ -253,10 +253,7 @@ def _add_jaas_text(s: _Sources, path: str, text: Any) -> None:
     username="..." password="...";`` (read as data, never evaluated)."""
     match = _JAAS.match(str(text))
     if match is None or match["flag"] != "required":
-        s.problem(
-            path,
-            'expected \'<LoginModule> required username="..." password="...";\'',
-        )
+        s.problem(path, "expected '<LoginModule> required' and its username and password options")
         return
     options = {
         m.group(1): (m.group(2) if m.group(2) is not None else m.group(3)).replace('\\"', '"')
@@ -276,7 +273,7 @@ def _ssl_context(s: _Sources) -> ssl.SSLContext | None:
         context: ssl.SSLContext = create_ssl_context(cafile=cafile, capath=capath, cadata=cadata)
     except (OSError, ssl.SSLError, ValueError) as exc:
         key = next((p for p in map(s.path, ca_names) if p), "ssl.ca-file")
-        s.problem(key, f"cannot load the CA certificates: {_why(exc)}")
+        s.problem(key, f"cannot load the CA certificates from '{cafile or capath}': {_why(exc)}")
         return None
     check = s.get("ssl_check_hostname")
     if check is not None:
@@ -289,16 +286,20 @@ def _ssl_context(s: _Sources) -> ssl.SSLContext | None:
         except (OSError, ssl.SSLError, ValueError) as exc:
             key = s.path("ssl_certfile") or "ssl.cert-file"
             hint = " (check key-file and key-password)" if isinstance(exc, ssl.SSLError) else ""
-            s.problem(key, f"cannot load the client certificate and key: {_why(exc)}{hint}")
+            s.problem(
+                key,
+                f"cannot load the client certificate '{certfile}' and its key: {_why(exc)}{hint}",
+            )
             return None
     return context
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        return f"{exc.strerror}: '{exc.filename}'"
-    reason = getattr(exc, "reason", None)
-    return str(reason or exc)
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 # -- diagnosing a failed start-up ----------------------------------------------------------
@@ -351,6 +352,13 @@ async def _diagnose_one(host: str, port: int, security: Security) -> str | None:
         return f"the TLS handshake failed ({_why(exc)}): check the ssl settings"
     except (OSError, TimeoutError, errors.KafkaError) as exc:
         if security.tls:
+            alert = exc.__cause__
+            if isinstance(alert, ssl.SSLError) and "ALERT" in str(alert.reason or ""):
+                # TLS 1.3 reports a refused client certificate only after the handshake
+                return (
+                    f"the broker ended the TLS session ({str(alert.reason).lower()}): check "
+                    "ssl.cert-file and ssl.key-file (a client certificate the broker trusts)"
+                )
             if isinstance(exc, ConnectionResetError) and await _speaks_kafka(host, port):
                 return _plain_listener(security)
             return None

@@ -26,7 +26,7 @@ from pika.channel import Channel
 
 from binder_core.errors import BinderException
 from binders.rabbit.adapter import CoalescingConnection
-from binders.rabbit.parameters import describe, parameters
+from binders.rabbit.parameters import describe, parameters, tls_failure
 from binders.rabbit.settings import RabbitEnvironment
 
 log = logging.getLogger(__name__)
@@ -390,13 +390,16 @@ def _last_cause(exc: BaseException) -> BaseException:
 
 
 def _refused(exc: BaseException) -> bool:
-    """Whether the broker answered and said no (login or virtual host): final."""
+    """Whether the broker answered and said no (login or virtual host), or the TLS
+    settings can never work with it (an untrusted certificate, TLS to a plain port): final."""
     refusals = (
         pika_exc.ProbableAuthenticationError,
         pika_exc.AuthenticationError,
         pika_exc.ProbableAccessDeniedError,
     )
-    return isinstance(_last_cause(exc), refusals)
+    last = _last_cause(exc)
+    tls = tls_failure(last)
+    return isinstance(last, refusals) or (tls is not None and tls[1])
 
 
 def _why(exc: BaseException) -> str:
@@ -406,4 +409,7 @@ def _why(exc: BaseException) -> str:
         return "login refused (check username and password)"
     if isinstance(last, pika_exc.ProbableAccessDeniedError):
         return "access refused (check the virtual host and the user's permissions)"
+    tls = tls_failure(last)
+    if tls is not None:
+        return tls[0]
     return f"{type(last).__name__}: {last}"
