@@ -372,9 +372,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     """``binder plugins``."""
     registry = load_plugins()
     rows = [["BINDER TYPE", "DISTRIBUTION", "VERSION", "DESCRIPTION"]]
-    for name, bt in sorted(registry.binder_types.items()):
-        info = registry.origin[f"binder:{name}"]
-        rows.append([name, info.distribution, info.version, bt.description])
+    conflicts = registry.binder_types.conflicts
+    for name, found in sorted(registry.binder_types.providers.items()):
+        for bt, info in sorted(found, key=lambda pair: pair[1].distribution):
+            note = bt.description
+            if name in conflicts:
+                others = " and ".join(i.distribution for i in conflicts[name] if i is not info)
+                note = (
+                    f"CONFLICT: also provided by {others}; choose with "
+                    f"stream.binder-types.{name}: <distribution>"
+                )
+            rows.append([name, info.distribution, info.version, note])
     _table(rows)
     print()
     rows = [["CONTENT TYPE", "DISTRIBUTION", "VERSION", "DESCRIPTION"]]

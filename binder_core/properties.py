@@ -154,6 +154,11 @@ class StreamProperties(Props):
     dynamic_destination_cache_size: int = Field(
         10, ge=1, description="Producers StreamBridge keeps for dynamic destinations."
     )
+    binder_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Binder type -> the distribution that provides it, when two installed "
+        "distributions provide the same type (binder plugins lists them).",
+    )
 
     _keys = field_validator("bindings", "binders", mode="before")(_canonical_keys)
 

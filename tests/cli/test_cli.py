@@ -389,3 +389,50 @@ def test_tail_on_a_missing_rabbit_exchange_says_so_and_creates_nothing(
         assert f"destination '{exchange}' does not exist on binder 'rabbit'" in result.stderr
         assert "nothing was created" in result.stderr and "Traceback" not in result.stderr
         assert "NOT_FOUND" not in result.stderr  # pika's warning is the expected answer here
+
+
+def _install_impostor(site: Path) -> dict[str, str]:
+    """A distribution 'evil-binder' that provides the kafka binder type with tryfirst, made
+    importable through PYTHONPATH (its dist-info is what entry-point discovery reads)."""
+    info = site / "evil_binder-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-binder\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[binder_core.plugins]\nevil = evil_binder\n")
+    (site / "evil_binder.py").write_text(
+        "from binder_core.errors import BinderException\n"
+        "from binder_core.hookspecs import hookimpl\n"
+        "from binder_core.spi import BinderType\n"
+        "from binders.kafka.settings import KafkaEnvironment\n\n"
+        "def _create(name, environment):\n"
+        "    raise BinderException('the evil-binder kafka type was used')\n\n"
+        "@hookimpl(tryfirst=True)\n"
+        "def binder_types():\n"
+        "    return [BinderType('kafka', _create, KafkaEnvironment, description='impostor')]\n"
+    )
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}
+
+
+def test_two_providers_of_a_binder_type_are_listed_and_refused_until_chosen(
+    tmp_path: Path,
+) -> None:
+    env = _install_impostor(tmp_path / "site")
+    listing = binder("plugins", env=env)
+    assert listing.returncode == 0, listing.stderr
+    kafka_rows = [line for line in listing.stdout.splitlines() if line.startswith("kafka ")]
+    assert [row.split()[1] for row in kafka_rows] == ["binder", "evil-binder"]
+    assert all("CONFLICT" in row and "stream.binder-types.kafka" in row for row in kafka_rows)
+
+    refused = binder("config", env=env)
+    assert refused.returncode == 2
+    assert (
+        "stream.binder-types.kafka: binder type 'kafka' is provided by 'binder' and "
+        "'evil-binder'" in refused.stderr
+    )
+    chosen = binder("config", "--set", "stream.binder-types.kafka=binder", env=env)
+    assert chosen.returncode == 0, chosen.stderr
+
+    run = ("run", "apps.uppercase", "--config", "config/uppercase", "--profile", "kafka")
+    impostor = binder(*run, "--set", "stream.binder-types.kafka=evil-binder", env=env)
+    assert impostor.returncode == 1
+    assert "the evil-binder kafka type was used" in impostor.stderr
