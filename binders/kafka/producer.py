@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from binder_core.errors import DeliveryError
+from binder_core.errors import DeliveryError, ProducerClosedError
 from binder_core.message import Message
 from binders.kafka.headers import encode_headers
 from binders.kafka.provisioning import describe
@@ -471,6 +471,15 @@ class KafkaProducer:
         self._sync = sync
         self._release = release
         self._limit = limit  # the topic's max.message.bytes, when known
+        self._closed = False
+
+    def _check_open(self) -> None:
+        # After close the shared client may be stopped (or belong to other bindings):
+        # refuse at once rather than fail somewhere inside it, or wait on it.
+        if self._closed:
+            raise ProducerClosedError(
+                f"cannot send to topic '{self.topic}': its producer is closed"
+            )
 
     def _current(self) -> tuple[Any, Renew | None]:
         """The client to send through, and how to replace it: inside a consumer
@@ -482,13 +491,16 @@ class KafkaProducer:
         return self._slot.client, self._slot.renew
 
     async def send(self, messages: Sequence[Message[bytes]]) -> None:
-        """Send a batch; inside a consumer transaction of this binder, as part of it."""
+        """Send a batch; inside a consumer transaction of this binder, as part of it.
+        Raises ``ProducerClosedError`` at once after ``close``."""
+        self._check_open()
         client, renew = self._current()
         await publish(client, self.topic, to_records(messages), self._sync, self._limit, renew)
 
     def stage(self) -> KafkaStage | None:
         """A stage for the outputs of one input batch (none in ``sync`` mode, where every
         record waits for its own confirmation)."""
+        self._check_open()
         if self._sync:
             return None
         client, renew = self._current()
@@ -496,6 +508,7 @@ class KafkaProducer:
 
     async def close(self) -> None:
         """Release this binding's hold on the shared client (the binder closes it)."""
+        self._closed = True
         release, self._release = self._release, None
         if release is not None:
             await release()
