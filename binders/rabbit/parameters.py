@@ -7,6 +7,7 @@ import contextlib
 import re
 import ssl
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pika
 from pika import exceptions as pika_exc
@@ -31,7 +32,7 @@ def parameters(
     tls = env.tls
     context = _ssl_context(env, source) if tls else None
     if env.uri is not None:
-        base = pika.URLParameters(env.uri.get_secret_value())
+        base = pika.URLParameters(_with_password_slot(env.uri.get_secret_value()))
         addresses = [(base.host, base.port)]
         vhost, credentials = base.virtual_host, base.credentials
         if password is not None:
@@ -62,6 +63,16 @@ def parameters(
         )
         for host, port in addresses
     ]
+
+
+def _with_password_slot(uri: str) -> str:
+    """``amqps://user@host`` (the password in password-file) as ``amqps://user:@host``:
+    pika cannot parse a user without a password."""
+    parts = urlsplit(uri)
+    if parts.username is None or parts.password is not None:
+        return uri
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}:@{host}"))
 
 
 def _host_port(address: str, default_port: int) -> tuple[str, int]:

@@ -99,6 +99,8 @@ class RabbitEnvironment(Props):
             schemes = {uri.scheme.lower()}
             if self.password_file is not None and uri.password is not None:
                 raise ValueError("the uri holds a password and password-file is set: keep one")
+            if self.password_file is None and uri.username and uri.password is None:
+                raise ValueError("the uri names a user without a password: add password-file")
         if self.password_file is not None and "password" in self.model_fields_set:
             raise ValueError("give password or password-file, not both")
         if not schemes <= {"amqp", "amqps"}:
