@@ -4,13 +4,16 @@ handler, a scheduled job), through the same binders and conversion as functions.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from binder_core.errors import BinderException, did_you_mean
+from binder_core.limits import DESTINATION_NAME_BYTES
 from binder_core.message import Message
 from binder_core.output import Output
+from binder_core.plan import plan_binding
 from binder_core.properties import canonical
 
 if TYPE_CHECKING:
@@ -24,7 +27,9 @@ class StreamBridge:
     binding; a name that is no binding is a destination on the default binder, bound on
     first use. Producers for such dynamic destinations are kept in a bounded cache
     (``stream.dynamic-destination-cache-size``) and closed when evicted, so sending to many
-    destinations cannot leak.
+    destinations cannot leak. A name that comes from code (perhaps from a request) is
+    checked before anything is created: the core's bound (``check_destination_name``),
+    then the binder type's naming rules.
     """
 
     _current: StreamBridge | None = None
@@ -63,12 +68,16 @@ class StreamBridge:
         async with self._lock:
             if name in self._dynamic:
                 return self._dynamic[name]
+            problem = check_destination_name(name)
+            if problem is not None:
+                raise BinderException(f"cannot send to {_shown(name)}: {problem}")
             allowed = self._app.config.stream.dynamic_destinations
             if allowed and name not in allowed:
                 raise BinderException(
                     f"'{name}' is neither a binding nor one of stream.dynamic-destinations"
                     + did_you_mean(name, [*allowed, *self._app.outputs_by_name])
                 )
+            self._check_with_binder(name)
             output = await self._app.bind_output(name, dynamic=True)
             self._dynamic[name] = output
             size = self._app.config.stream.dynamic_destination_cache_size
@@ -77,8 +86,44 @@ class StreamBridge:
                 await evicted.close()
             return output
 
+    def _check_with_binder(self, name: str) -> None:
+        """The naming rules of the binder type the destination would be created on."""
+        app = self._app
+        plan = plan_binding(app.config, name, "out", "", getattr(app, "_force_binder", None))
+        binder_type = app.registry.binder_types.get(plan.binder_type)
+        check = binder_type.check_name if binder_type is not None else None
+        problem = check("destination", plan.destination) if check is not None else None
+        if problem is not None:
+            raise BinderException(
+                f"cannot send to {_shown(plan.destination)} on binder '{plan.binder}' "
+                f"({plan.binder_type}): {problem}"
+            )
+
     async def close(self) -> None:
         """Close the producers of dynamic destinations."""
         while self._dynamic:
             _, output = self._dynamic.popitem(last=False)
             await output.close()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_destination_name(name: str) -> str | None:
+    """What is wrong with ``name`` as a destination any binder could create, or ``None``:
+    empty, longer than ``limits.DESTINATION_NAME_BYTES`` in UTF-8, or holding control
+    characters (a line break in a name forges log lines)."""
+    if not isinstance(name, str) or not name:
+        return "a destination name must be a non-empty string"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > DESTINATION_NAME_BYTES:
+        return f"the name is {size} bytes long; at most {DESTINATION_NAME_BYTES} are allowed"
+    if _CONTROL.search(name):
+        return "the name holds control characters"
+    return None
+
+
+def _shown(name: str) -> str:
+    """A name as error messages quote it: never more than a line."""
+    text = name if len(name) <= 80 else f"{name[:80]}..."
+    return repr(text)

@@ -1,7 +1,9 @@
 """The ``binder`` command line.
 
-Exit codes: 0 success; 1 a runtime failure (a binder could not start, a broker refused);
-2 a usage or configuration error (nothing was started); 130 stopped by a second signal.
+Exit codes: 0 success; 1 a runtime failure (a binder could not start, a broker refused, a
+destination to read does not exist); 2 a usage or configuration error (nothing was
+started); 130 stopped by a second signal; 141 the reader of the output went away (``binder
+config | head -1``), as for any command killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +28,7 @@ from binder_core.secrets import install_log_filter, mask_text
 
 log = logging.getLogger("binder")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 
 
 class UsageError(BinderException):
@@ -60,6 +63,19 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    """``--run-for``: a finite number of seconds, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number of seconds, 0 or more, got '{text}'"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per job."""
     parser = argparse.ArgumentParser(
@@ -80,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(run)
     run.add_argument(
         "--run-for",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="stop gracefully after SECONDS (demos, smoke tests)",
     )
@@ -153,6 +169,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     install_log_filter()
     try:
         code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so a reader that went away is seen below
+    except BrokenPipeError:
+        # The reader of our output went away (binder config | head -1): stop writing, and
+        # keep the interpreter's last flush from reporting it again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_PIPE
     except ConfigError as exc:
         print(f"binder: {exc.render()}", file=sys.stderr)
         code = EXIT_USAGE
@@ -349,9 +372,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     """``binder plugins``."""
     registry = load_plugins()
     rows = [["BINDER TYPE", "DISTRIBUTION", "VERSION", "DESCRIPTION"]]
-    for name, bt in sorted(registry.binder_types.items()):
-        info = registry.origin[f"binder:{name}"]
-        rows.append([name, info.distribution, info.version, bt.description])
+    conflicts = registry.binder_types.conflicts
+    for name, found in sorted(registry.binder_types.providers.items()):
+        for bt, info in sorted(found, key=lambda pair: pair[1].distribution):
+            note = bt.description
+            if name in conflicts:
+                others = " and ".join(i.distribution for i in conflicts[name] if i is not info)
+                note = (
+                    f"CONFLICT: also provided by {others}; choose with "
+                    f"stream.binder-types.{name}: <distribution>"
+                )
+            rows.append([name, info.distribution, info.version, note])
     _table(rows)
     print()
     rows = [["CONTENT TYPE", "DISTRIBUTION", "VERSION", "DESCRIPTION"]]
@@ -425,6 +456,22 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class MissingDestination(BinderException):
+    """A destination to read from does not exist, and reading must not create it."""
+
+
+async def _require_destination(registry: Registry, binder: Any, destination: str) -> None:
+    """Stop ``binder tail`` on a destination the broker does not have, rather than
+    provisioning it (which would leave a topic or exchange behind for a typo)."""
+    check = registry.hooks.destination_exists(binder=binder, destination=destination)
+    if check is None or await check:
+        return
+    raise MissingDestination(
+        f"destination '{destination}' does not exist on binder '{binder.name}'; nothing was "
+        "created (check the name and --binder, or start the app that provisions it first)"
+    )
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     """``binder tail``."""
     from binder_core.message import Message
@@ -461,6 +508,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, done.set)
         await binder.start()
         try:
+            await _require_destination(registry, binder, args.destination)
             spec = ConsumerSpec("cli-tail", args.destination, args.group, ConsumerProperties())
             from binder_core.kit import bind_consumer
 

@@ -139,6 +139,7 @@ def validate(
     raw = dict(raw or {})
 
     fields = {kebab(n) for n in StreamProperties.model_fields}
+    _choose_providers(binder_types, raw, layered, problems)
     types_by_canon = {canonical(t): t for t in binder_types}
     type_raw: dict[str, Any] = {}
     for key in list(raw):
@@ -181,6 +182,24 @@ def validate(
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _choose_providers(
+    binder_types: Mapping[str, BinderType],
+    raw: Mapping[str, Any],
+    layered: Layered,
+    problems: list[Problem],
+) -> None:
+    """Settle binder types that two installed distributions provide, by
+    ``stream.binder-types``; an unsettled one is a problem naming both."""
+    choose = getattr(binder_types, "choose", None)
+    if choose is None:  # a plain mapping (tests): nothing can be ambiguous
+        return
+    key = next((k for k in raw if canonical(k) == "binder-types"), "binder-types")
+    choices = raw.get(key)
+    for type_name, message in choose(choices if isinstance(choices, dict) else {}):
+        path = ("stream", key, type_name)
+        problems.append(Problem(".".join(path), message, layered.source_of(path)))
 
 
 def _valid_parts(raw: Mapping[str, Any]) -> StreamProperties:

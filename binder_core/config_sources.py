@@ -37,6 +37,8 @@ class Layered:
     sources: dict[Path_, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
+    #: ``A__B`` variables whose section no source names (see ``merge_env``).
+    unread_env: dict[str, str] = field(default_factory=dict)
 
     def source_of(self, path: Sequence[str]) -> str:
         """Where the value at ``path`` (or its nearest set ancestor) came from."""
@@ -327,13 +329,21 @@ def load(
     elif active:
         problems.append(Problem("--profile", "profiles need a configuration directory"))
 
+    # Variables are read for the sections some other source names; the others are kept
+    # aside for app_settings, which may ask for a section no other source has.
     roots = {canonical(k) for k in layered.tree} | set(ENV_ROOTS)
+    roots |= {canonical(str(k)) for k in properties or {}}
+    for item in overrides:
+        head = split_key(item.partition("=")[0].strip())[:1]
+        roots |= {canonical(h) for h in head}
     for name in sorted(env):
         parts = name.split("__")
-        if len(parts) < 2 or canonical(parts[0]) not in roots or not all(parts):
+        if len(parts) < 2 or not all(parts):
             continue
-        segments = [p.lower() for p in parts]
-        layered.merge(nest(segments, parse_scalar(env[name])), {}, f"env {name}")
+        if canonical(parts[0]) not in roots:
+            layered.unread_env[name] = env[name]
+            continue
+        merge_env(layered, name, env[name])
 
     if properties:
         layered.merge(properties, {}, "properties")
@@ -345,6 +355,12 @@ def load(
         segments = split_key(key.strip())
         layered.merge(nest(segments, parse_scalar(value)), {}, f"--set {key.strip()}")
     return layered, problems
+
+
+def merge_env(layered: Layered, name: str, value: str) -> None:
+    """Lay one ``SECTION__KEY__...`` environment variable over the tree."""
+    segments = [p.lower() for p in name.split("__")]
+    layered.merge(nest(segments, parse_scalar(value)), {}, f"env {name}")
 
 
 def _find(directory: Path, stem: str) -> Path | None:

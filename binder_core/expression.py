@@ -77,21 +77,58 @@ def _step(value: Any, step: str | int) -> Any:
 
 
 def java_hash(key: Any) -> int:
-    """The key's hash as Java's ``hashCode`` computes it for strings and ints, so a Python
-    producer picks the same partition as a Spring producer for the same key."""
+    """The key's hash as Java's ``hashCode`` computes it, so a Python producer picks the same
+    partition as a Spring producer for the same key.
+
+    Strings hash their UTF-16 code units (``bytes`` are read as UTF-8 text first); integers
+    hash as Jackson would hold them when it reads a JSON number: an ``Integer`` when the
+    value fits 32 bits, a ``Long`` when it fits 64, a ``BigInteger`` beyond.
+    """
     if isinstance(key, bool):
         return 1231 if key else 1237
     if isinstance(key, int):
-        h = key & 0xFFFFFFFF
+        if -(1 << 31) <= key < 1 << 31:
+            h = key & _INT
+        elif -(1 << 63) <= key < 1 << 63:
+            bits = key & _LONG
+            h = (bits ^ (bits >> 32)) & _INT
+        else:
+            h = _big_integer_hash(key)
     else:
         text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-        data = text.encode("utf-16-be")  # Java strings hash their UTF-16 code units
+        data = text.encode("utf-16-be", "surrogatepass")  # Java hashes UTF-16 code units
         h = 0
         for i in range(0, len(data), 2):
-            h = (31 * h + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
+            h = (31 * h + (data[i] << 8 | data[i + 1])) & _INT
+    return _signed(h)
+
+
+_INT = 0xFFFFFFFF
+_LONG = 0xFFFFFFFFFFFFFFFF
+_MIN_INT = -(1 << 31)
+
+
+def _signed(h: int) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+def _big_integer_hash(value: int) -> int:
+    # BigInteger: 31 * h + each 32-bit word of the magnitude, most significant first,
+    # times the sign.
+    magnitude = abs(value)
+    words = []
+    while magnitude:
+        words.append(magnitude & _INT)
+        magnitude >>= 32
+    h = 0
+    for word in reversed(words):
+        h = (31 * h + word) & _INT
+    return (-_signed(h) if value < 0 else h) & _INT
+
+
 def select_partition(key: Any, count: int) -> int:
-    """Spring's default partition selection: ``abs(hashCode(key)) % count``."""
-    return abs(java_hash(key)) % count
+    """Spring's default partition selection: the key's ``hashCode``, 0 when that is
+    ``Integer.MIN_VALUE`` (whose absolute value is itself, still negative, in Java), then
+    ``abs(hash) % count``."""
+    h = java_hash(key)
+    return 0 if h == _MIN_INT else abs(h) % count

@@ -13,9 +13,11 @@ factory, so apps that do not use the binder never pay for it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import pluggy
 
-from binder_core.spi import BinderType, Converter
+from binder_core.spi import Binder, BinderType, Converter
 
 PROJECT = "binder_core"
 
@@ -40,4 +42,16 @@ def message_converters() -> list[Converter]:  # type: ignore[empty-body]
 
     A converter decodes payload bytes into plain Python data and encodes values back; the
     core validates decoded data into the type a function declares.
+    """
+
+
+@hookspec(firstresult=True)
+def destination_exists(binder: Binder, destination: str) -> Awaitable[bool] | None:
+    """Whether ``destination`` exists on the broker of ``binder`` (a started binder).
+
+    Used by commands that read a destination and must not create it (``binder tail``):
+    they say the destination is missing instead of provisioning it. Return ``None`` when
+    ``binder`` is not one of yours (or its broker cannot tell), otherwise an awaitable of
+    the answer; the first plugin that answers decides. Optional: without an answer the
+    command goes on as before.
     """

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from binder_core.conversion import Encoder, ToBytes
+from binder_core.conversion import TEXT, Encoder, ToBytes, is_json, is_json_text, media_type
 from binder_core.expression import compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
@@ -21,7 +21,7 @@ TRANSACTION: ContextVar[Any] = ContextVar("binder_transaction", default=None)
 
 #: Values that do not go straight to the converter: bytes and str are sent as they are,
 #: a returned Message brings its own headers.
-_NOT_DIRECT = (bytes, str, Message)
+_NOT_DIRECT = (bytes, str, Message, bytearray, memoryview)
 
 
 class Output:
@@ -46,6 +46,9 @@ class Output:
         self.sink = sink
         self._encode = encoder
         self._content_type = content_type
+        #: A str on a JSON binding is sent as it is (as Spring does), but labelled
+        #: text/plain unless it is JSON: a reader must not be told it is JSON when not.
+        self._check_text = is_json(media_type(content_type))
         self._key = (
             compile_expression(props.partition_key_expression)
             if props.partition_key_expression
@@ -58,14 +61,22 @@ class Output:
             self._keyed_message if self._key is not None else self._plain(encoder, content_type)
         )
 
+    def label(self, value: Any) -> str:
+        """The ``contentType`` of a value sent on this binding: the binding's, except for
+        a ``str`` that is not JSON on a JSON binding, which says ``text/plain``."""
+        if self._check_text and isinstance(value, str) and not is_json_text(value):
+            return TEXT
+        return self._content_type
+
     def _plain(self, encode: Encoder, content_type: str) -> Callable[[Any], Message[bytes]]:
         keyed = self._keyed_message
+        label = self.label
         if not isinstance(encode, ToBytes):
 
             def message(value: Any) -> Message[bytes]:
                 if isinstance(value, Message):
                     return keyed(value)
-                return Message(encode(value), {CONTENT_TYPE: content_type})
+                return Message(encode(value), {CONTENT_TYPE: label(value)})
 
             return message
         direct = encode.encode_object
@@ -74,7 +85,7 @@ class Output:
             if isinstance(value, _NOT_DIRECT):
                 if isinstance(value, Message):
                     return keyed(value)
-                return Message(encode(value), {CONTENT_TYPE: content_type})
+                return Message(encode(value), {CONTENT_TYPE: label(value)})
             try:
                 payload = direct(value)
             except Exception:
@@ -86,12 +97,13 @@ class Output:
     def _keyed_message(self, value: Any) -> Message[bytes]:
         if isinstance(value, Message):
             payload, headers = value.payload, dict(value.headers)
-            headers.setdefault(CONTENT_TYPE, self._content_type)
+            if CONTENT_TYPE not in headers:
+                headers[CONTENT_TYPE] = self.label(payload)
             # A key or partition the function chose travels with the message; a key
             # expression, when configured, decides instead.
             out = Message(self._encode(payload), headers, value.key, value.partition)
         else:
-            payload, headers = value, {CONTENT_TYPE: self._content_type}
+            payload, headers = value, {CONTENT_TYPE: self.label(value)}
             out = Message(self._encode(payload), headers)
         if self._key is not None:
             key = self._key(payload, headers)

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator
 
+from binder_core.limits import DYNAMIC_DESTINATION_CACHE_SIZE
+
 
 def kebab(name: str) -> str:
     """The kebab-case spelling of a Python field name."""
@@ -152,7 +154,14 @@ class StreamProperties(Props):
         description="Destinations StreamBridge may send to; empty allows any.",
     )
     dynamic_destination_cache_size: int = Field(
-        10, ge=1, description="Producers StreamBridge keeps for dynamic destinations."
+        DYNAMIC_DESTINATION_CACHE_SIZE,
+        ge=1,
+        description="Producers StreamBridge keeps for dynamic destinations.",
+    )
+    binder_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Binder type -> the distribution that provides it, when two installed "
+        "distributions provide the same type (binder plugins lists them).",
     )
 
     _keys = field_validator("bindings", "binders", mode="before")(_canonical_keys)

@@ -9,6 +9,10 @@ Load it from tests/conftest.py with ``pytest_plugins = ["tests.brokers"]``.
 * Fixtures ``kafka_bootstrap``, ``rabbit_url`` and ``redis_url`` give the broker's address
   (``KAFKA_BOOTSTRAP_SERVERS``, ``RABBITMQ_URL``, ``REDIS_URL`` or the local defaults) and apply
   the same skip-or-fail rule themselves.
+* TLS fixtures: ``tls_files`` (the test CA scripts/brokers made, and a client certificate
+  it signed), ``kafka_ssl_bootstrap``, ``kafka_sasl_ssl_bootstrap`` (SCRAM-SHA-512 as
+  ``SCRAM_USER``/``SCRAM_PASSWORD``) and ``rabbit_amqps_address``: each listener must finish
+  a handshake verified against the CA, else the test is skipped (failed with ``CI=true``).
 * Fixture ``unique_name``: ``unique_name("orders")`` returns a new name on every call, made of
   the prefix, the test's node id and a random suffix. It is a valid Kafka topic, RabbitMQ
   exchange or queue, and Redis key name, so tests never see each other's data.
@@ -23,9 +27,12 @@ import logging
 import os
 import re
 import socket
+import ssl
 import struct
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -313,3 +320,111 @@ def _clean_kafka() -> None:
 
     with contextlib.suppress(Exception), _quiet("aiokafka"):
         asyncio.run(asyncio.wait_for(clean(), 60))
+
+
+# -- TLS listeners (scripts/brokers starts them beside the plain ones) ---------------------
+
+#: Where scripts/brokers writes its test CA and certificates (BROKERS_TLS_DIR moves it).
+TLS_DIR = Path(os.environ.get("BROKERS_TLS_DIR") or Path(__file__).parents[1] / ".brokers" / "tls")
+TLS_ADDRESSES = {
+    "kafka-ssl": "127.0.0.1:9094",
+    "kafka-sasl-ssl": "127.0.0.1:9095",
+    "rabbit-amqps": "127.0.0.1:5671",
+}
+#: The SCRAM-SHA-512 user scripts/brokers creates on Kafka's SASL_SSL listener (test only).
+SCRAM_USER, SCRAM_PASSWORD = "binder-test", "binder-test-secret"
+_TLS_REACHABILITY = pytest.StashKey[dict[str, str | None]]()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The test CA and the client certificate it signed (for mutual TLS)."""
+
+    ca: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _check_tls(address: str, ca: Path) -> None:
+    """A TLS handshake that verifies the listener's certificate against the test CA."""
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection((host, int(port)), CHECK_TIMEOUT_S) as sock,
+        context.wrap_socket(sock, server_hostname=host),
+    ):
+        pass
+
+
+def require_tls(config: pytest.Config, listener: str) -> str:
+    """The address of a TLS listener (a key of ``TLS_ADDRESSES``) that completes a verified
+    handshake; otherwise skip, or with ``CI=true`` fail: a missing TLS listener never lets
+    a CI run go green."""
+    broker = listener.split("-")[0]
+    require_broker(config, broker)
+    address = TLS_ADDRESSES[listener]
+    ca = TLS_DIR / "ca.pem"
+    cache = config.stash.setdefault(_TLS_REACHABILITY, {})
+    if listener not in cache:
+        try:
+            if not ca.is_file():
+                raise FileNotFoundError(f"no test CA at {ca}")
+            _check_tls(address, ca)
+        except Exception as exc:  # any failure means the listener is not usable
+            cache[listener] = _describe(exc)
+        else:
+            cache[listener] = None
+    problem = cache[listener]
+    if problem is not None:
+        _skip_or_fail(
+            f"{listener} TLS listener not usable at {address} ({problem}); "
+            f"start it with: scripts/brokers up {broker}",
+            "missing TLS listeners fail",
+        )
+    return address
+
+
+@pytest.fixture(scope="session")
+def tls_files() -> TlsFiles:
+    """The CA scripts/brokers made (and its client certificate), for TLS tests."""
+    files = TlsFiles(TLS_DIR / "ca.pem", TLS_DIR / "client.pem", TLS_DIR / "client.key")
+    missing = [str(p) for p in (files.ca, files.client_cert, files.client_key) if not p.is_file()]
+    if missing:
+        _skip_or_fail(
+            f"no test CA and certificates ({', '.join(missing)}); run: scripts/brokers up",
+            "missing TLS material fails",
+        )
+    return files
+
+
+@pytest.fixture(scope="session")
+def kafka_ssl_bootstrap(pytestconfig: pytest.Config, tls_files: TlsFiles) -> str:
+    """Kafka's SSL listener (127.0.0.1:9094), its certificate signed by ``tls_files.ca``."""
+    return require_tls(pytestconfig, "kafka-ssl")
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_ssl_bootstrap(pytestconfig: pytest.Config, tls_files: TlsFiles) -> str:
+    """Kafka's SASL_SSL listener (127.0.0.1:9095, SCRAM-SHA-512 as ``SCRAM_USER``)."""
+    return require_tls(pytestconfig, "kafka-sasl-ssl")
+
+
+@pytest.fixture(scope="session")
+def rabbit_amqps_address(pytestconfig: pytest.Config, tls_files: TlsFiles) -> str:
+    """RabbitMQ's amqps listener (127.0.0.1:5671), user guest/guest as on 5672."""
+    return require_tls(pytestconfig, "rabbit-amqps")
+
+
+@pytest.fixture(scope="session")
+def foreign_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA certificate that signed none of the brokers' certificates (the wrong CA)."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("foreign-ca")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-noenc", "-days", "2",
+         "-subj", "/CN=not the brokers' CA", "-keyout", str(folder / "ca.key"),
+         "-out", str(folder / "ca.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return folder / "ca.pem"

@@ -1,10 +1,11 @@
 """Building aiokafka clients from the binder's settings.
 
 Spring's ``configuration`` maps take Kafka client properties; here they take aiokafka's
-keyword arguments (``security_protocol``, ``sasl_plain_password``, ``fetch_max_wait_ms``).
-Java-style spellings (``security.protocol``, ``batch.size``) are accepted too. A key that no
-aiokafka client knows is a start-up error, never silently ignored; a key that only some
-clients know goes to those (as Spring filters by ConsumerConfig/ProducerConfig names).
+keyword arguments (``fetch_max_wait_ms``, ``request_timeout_ms``). Java-style spellings
+(``batch.size``, ``security.protocol``) are accepted too. A key that no aiokafka client knows
+is a start-up error, never silently ignored; a key that only some clients know goes to those
+(as Spring filters by ConsumerConfig/ProducerConfig names). Connection security (TLS, SASL)
+is resolved once per binder by ``binders.kafka.security``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ from functools import cache
 from typing import Any
 
 from binder_core.errors import ConfigError, Problem, did_you_mean
+from binders.kafka import security
 from binders.kafka.settings import KafkaEnvironment
 
 ROLES = ("admin", "consumer", "producer")
 
 #: Java client names whose aiokafka argument is spelled differently.
-_RENAMES = {
-    "batch_size": "max_batch_size",
-    "ssl_endpoint_identification_algorithm": "ssl_check_hostname",
-}
+_RENAMES = {"batch_size": "max_batch_size", **security.RENAMES}
 
 #: Settings the binder owns: they come from binding properties, never from a map.
 _OWNED = {
@@ -38,12 +37,8 @@ _OWNED = {
     "key_deserializer": "the binder moves bytes",
     "value_deserializer": "the binder moves bytes",
     "loop": "not configurable",
-    "ssl_context": "give ssl_cafile, ssl_certfile, ssl_keyfile (and ssl_password) instead",
+    "ssl_context": "set ssl.ca-file, ssl.cert-file and ssl.key-file instead",
 }
-
-#: Turned into one ``ssl.SSLContext`` shared by every client.
-_SSL = ("ssl_cafile", "ssl_capath", "ssl_cadata", "ssl_certfile", "ssl_keyfile", "ssl_password")
-_SSL_FLAGS = ("ssl_check_hostname",)
 
 
 def normalize(key: str) -> str:
@@ -110,6 +105,8 @@ class ClientConfig:
         self.binder = binder
         self.env = env
         problems: list[Problem] = []
+        #: Security entries of the binder-wide map: aiokafka name -> (key path, value).
+        self._mapped_security: dict[str, tuple[str, Any]] = {}
         self._common = self._check(env.configuration, "configuration", ROLES, problems)
         self._consumer = self._check(
             env.consumer_properties, "consumer-properties", ("consumer",), problems
@@ -117,10 +114,10 @@ class ClientConfig:
         self._producer = self._check(
             env.producer_properties, "producer-properties", ("producer",), problems
         )
+        #: One protocol, login and TLS context for every client of this binder.
+        self.security = security.resolve(binder, env, self._mapped_security, problems)
         if problems:
             raise ConfigError(problems)
-        ssl_settings = {k: v for k, v in {**self._common}.items() if k in _SSL or k in _SSL_FLAGS}
-        self._ssl_context = _ssl_context(ssl_settings) if ssl_settings else None
 
     def _check(
         self, raw: Mapping[str, Any], where: str, roles: tuple[str, ...], problems: list[Problem]
@@ -132,10 +129,21 @@ class ClientConfig:
             source = f"kafka binder '{self.binder}'"
             if name in _OWNED:
                 problems.append(Problem(path, f"not allowed here: {_OWNED[name]}", source))
-            elif name in _SSL or name in _SSL_FLAGS:
-                out[name] = value
+            elif name in security.SECURITY_KEYS:
+                if where == "configuration":
+                    self._mapped_security[name] = (path, value)
+                else:
+                    problems.append(
+                        Problem(
+                            path,
+                            "not allowed here: every client of a binder connects the same "
+                            "way; set it in the binder's configuration, or its "
+                            "security-protocol, ssl and sasl settings",
+                            source,
+                        )
+                    )
             elif not any(name in _parameters(r) for r in roles):
-                known = {n for r in roles for n in _parameters(r)} | set(_SSL)
+                known = {n for r in roles for n in _parameters(r)} | security.SECURITY_KEYS
                 problems.append(
                     Problem(
                         path,
@@ -171,27 +179,15 @@ class ClientConfig:
                 if name in params:
                     merged[name] = _coerce(value, params[name])
         merged["bootstrap_servers"] = self.env.servers()
-        if self._ssl_context is not None:
-            merged["ssl_context"] = self._ssl_context
+        merged.update(self.security.kwargs())
         merged.setdefault("client_id", f"binder-{self.binder}-{role}")
         return merged
 
-
-def _ssl_context(settings: Mapping[str, Any]) -> Any:
-    from aiokafka.helpers import create_ssl_context
-
-    context = create_ssl_context(
-        cafile=settings.get("ssl_cafile"),
-        capath=settings.get("ssl_capath"),
-        cadata=settings.get("ssl_cadata"),
-        certfile=settings.get("ssl_certfile"),
-        keyfile=settings.get("ssl_keyfile"),
-        password=settings.get("ssl_password"),
-    )
-    check = settings.get("ssl_check_hostname")
-    if check is not None:
-        context.check_hostname = str(check).strip().lower() not in ("false", "", "none")
-    return context
+    async def diagnose(self) -> str | None:
+        """After the brokers could not be reached: why this binder's settings can never
+        connect (an untrusted certificate, a refused login, TLS against a plain listener),
+        or None when the brokers may just be down."""
+        return await security.diagnose(self.binder, self.env.servers(), self.security)
 
 
 class _Throttle(logging.Filter):

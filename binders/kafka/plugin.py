@@ -7,6 +7,8 @@ other brokers.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Awaitable
 from typing import Any
 
 from binder_core.hookspecs import hookimpl
@@ -37,3 +39,16 @@ def binder_types() -> list[BinderType]:
             description="Apache Kafka through aiokafka: groups, partitions, DLQ, transactions",
         )
     ]
+
+
+@hookimpl
+def destination_exists(binder: Binder, destination: str) -> Awaitable[bool] | None:
+    """Whether the topic exists, asked through a started Kafka binder's admin client."""
+    module = sys.modules.get("binders.kafka.binder")  # loaded by then if binder is ours
+    if module is None or not isinstance(binder, module.KafkaBinder):
+        return None
+    return _topic_exists(binder, destination)
+
+
+async def _topic_exists(binder: Any, topic: str) -> bool:
+    return await binder.provisioner.partitions(topic) is not None

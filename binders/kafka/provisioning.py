@@ -60,6 +60,9 @@ class Provisioner:
                 await asyncio.wait_for(admin.describe_cluster(), max(deadline - loop.time(), 1))
             except (KafkaError, OSError, TimeoutError) as exc:
                 await _quietly(admin.close())
+                verdict = await self._clients.diagnose()
+                if verdict is not None:  # retrying cannot help: say what to fix, now
+                    raise ProvisioningError(verdict) from None
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise ProvisioningError(

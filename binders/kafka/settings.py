@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
 from binder_core.properties import Props
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 def _aliases(*names: str) -> dict[str, Any]:
@@ -122,6 +125,83 @@ class KafkaTransactionProperties(Props):
     )
 
 
+class KafkaSslProperties(Props):
+    """``ssl``: TLS to the brokers, from PEM files (what Python's ``ssl`` module reads; a Java
+    key store is exported to PEM first). Used when ``security-protocol`` is SSL or SASL_SSL."""
+
+    ca_file: str | None = Field(
+        None,
+        description="CA certificates (PEM) the brokers' certificates are checked against "
+        "(Spring's trust-store-location); default: the system CAs.",
+    )
+    cert_file: str | None = Field(
+        None,
+        description="Client certificate chain (PEM) for mutual TLS; may hold its key too.",
+    )
+    key_file: str | None = Field(None, description="Private key (PEM) of cert-file.")
+    key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted key-file (never shown)."
+    )
+    check_hostname: bool = Field(
+        True,
+        description="Check that each broker's certificate names the host it was reached "
+        "by (Kafka's ssl.endpoint.identification.algorithm=https).",
+        **_aliases("check-hostname", "verify-hostname"),
+    )
+
+
+class KafkaSaslProperties(Props):
+    """``sasl``: the login on SASL_PLAINTEXT and SASL_SSL listeners."""
+
+    mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (Kafka's sasl.mechanism)."
+    )
+    username: str | None = Field(None, description="User name.")
+    password: SecretStr | None = Field(
+        None, description="Password (never shown); or password-file, or an environment variable."
+    )
+    password_file: str | None = Field(
+        None,
+        description="File holding the password, such as a mounted secret (a trailing "
+        "newline is ignored); read at start-up.",
+    )
+
+    @field_validator("mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> KafkaSaslProperties:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password-file, not both")
+        return self
+
+
+class KafkaJaasProperties(Props):
+    """``jaas``: Spring Cloud Stream's JAAS shape of the SASL login. Only the username and
+    password options of Kafka's PLAIN and SCRAM login modules apply."""
+
+    login_module: str = Field(
+        "org.apache.kafka.common.security.plain.PlainLoginModule",
+        description="PlainLoginModule (mechanism PLAIN) or ScramLoginModule (with "
+        "sasl.mechanism SCRAM-SHA-256 or SCRAM-SHA-512).",
+    )
+    control_flag: Literal["required"] = Field(
+        "required", description="Only required (the one flag a client login uses)."
+    )
+    options: dict[str, SecretStr] = Field(
+        default_factory=dict, description="username and password of the login."
+    )
+
+    @model_validator(mode="after")
+    def _known_options(self) -> KafkaJaasProperties:
+        unknown = sorted(set(self.options) - {"username", "password"})
+        if unknown:
+            raise ValueError(f"options {', '.join(unknown)} are not supported (username, password)")
+        return self
+
+
 class KafkaEnvironment(Props):
     """``stream.kafka.binder`` and ``stream.binders.<name>.environment`` for type kafka."""
 
@@ -133,10 +213,21 @@ class KafkaEnvironment(Props):
     default_broker_port: int = Field(
         9092, ge=1, le=65535, description="Port of a bootstrap server given without one."
     )
+    security_protocol: SecurityProtocol | None = Field(
+        None,
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (Kafka's security.protocol); "
+        "default PLAINTEXT.",
+    )
+    ssl: KafkaSslProperties = Field(default_factory=KafkaSslProperties)
+    sasl: KafkaSaslProperties = Field(default_factory=KafkaSaslProperties)
+    jaas: KafkaJaasProperties | None = Field(
+        None, description="Spring Cloud Stream's JAAS login (login-module, options)."
+    )
     configuration: dict[str, Any] = Field(
         default_factory=dict,
-        description="aiokafka client settings for every client (security_protocol, "
-        "sasl_mechanism, sasl_plain_username, sasl_plain_password, ssl_cafile, ...).",
+        description="aiokafka client settings for every client (request_timeout_ms, ...); "
+        "Kafka's own names work too (security.protocol, sasl.mechanism, sasl.jaas.config, "
+        "ssl.truststore.location of a PEM file, ...).",
     )
     consumer_properties: dict[str, Any] = Field(
         default_factory=dict, description="aiokafka settings for consumers only."
@@ -166,6 +257,11 @@ class KafkaEnvironment(Props):
         "that the batch is abandoned uncommitted (and redelivered).",
     )
     transaction: KafkaTransactionProperties = Field(default_factory=KafkaTransactionProperties)
+
+    @field_validator("security_protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -163,10 +162,10 @@ class MemorySubscription:
         )
         if self._ext.enable_dlq:
             # Dead letters are kept (in group DLQ_GROUP of the dead-letter destination)
-            # until something reads them; a full dead-letter queue never stalls the binding
-            # that feeds it.
+            # until something reads them, up to dlq-capacity (the oldest dropped past it,
+            # counted): a dead-letter queue never stalls the binding that feeds it.
             keeper = binder.broker.destination(self.dlq_name).group(DLQ_GROUP)
-            keeper.capacity = sys.maxsize
+            keeper.keep_latest(binder.environment.dlq_capacity)
 
     def source(self, index: int) -> MemorySource:
         return MemorySource(self)
@@ -219,7 +218,7 @@ class MemoryBinder:
     def __init__(self, name: str, environment: MemoryEnvironment | None = None) -> None:
         self.name = name
         self.environment = environment or MemoryEnvironment()
-        self.broker = Broker(self.environment.buffer_size)
+        self.broker = Broker(self.environment.buffer_size, self.environment.idle_destinations)
 
     async def start(self) -> None:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from binder_core.limits import MEMORY_DLQ_CAPACITY, MEMORY_IDLE_DESTINATIONS
 from binder_core.properties import Props
 
 
@@ -21,6 +22,18 @@ class MemoryEnvironment(Props):
         ge=0,
         description="On stop, ms to wait for running bindings to process what the memory "
         "binder still holds (it cannot keep messages past the process).",
+    )
+    dlq_capacity: int = Field(
+        MEMORY_DLQ_CAPACITY,
+        ge=1,
+        description="Dead letters a dead-letter destination keeps until read; past it the "
+        "oldest are dropped, with a warning.",
+    )
+    idle_destinations: int = Field(
+        MEMORY_IDLE_DESTINATIONS,
+        ge=1,
+        description="Destinations nobody subscribes to that are remembered; past it the "
+        "oldest are forgotten (they hold no messages).",
     )
 
 

@@ -1,5 +1,5 @@
-"""pika's asyncio connection, adapted: one socket write per loop iteration, and header
-tables with floating point values read right.
+"""pika's asyncio connection, adapted: one socket write per loop iteration, and content
+headers read by us (floating point values right, crafted tables harmless).
 
 Both overrides sit on pika's adapter seam (``_adapter_emit_data``, the method an I/O adapter
 implements to send bytes, and ``_read_frame``); pika is pinned below 2 and this was measured
@@ -9,17 +9,19 @@ and tested with pika 1.4.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 from typing import Any
 
 from pika import frame as pika_frame
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-from binders.rabbit.headers import headers_of, needs_redecoding
+from binders.rabbit.headers import properties_of
 
 _decode_frame = pika_frame.decode_frame
 _Header = pika_frame.Header
+_FRAME_HEADER, _FRAME_END = 2, 0xCE
+_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+_CONTENT = struct.Struct(">HHQ")  # class, weight, body size
 
 #: Outgoing bytes gathered before they are handed to the socket anyway.
 _COALESCE_LIMIT = 1 << 20
@@ -52,15 +54,20 @@ class CoalescingConnection(AsyncioConnection):  # type: ignore[misc]
             asyncio.get_running_loop().call_soon(self._flush_out)
 
     def _read_frame(self) -> tuple[int, Any]:
-        # pika decodes a double header as a truncated integer; read such tables again.
-        consumed, value = _decode_frame(self._frame_buffer)
-        if type(value) is _Header:
-            table = value.properties.headers
-            if table and needs_redecoding(table):
-                # frame header (7 bytes), class, weight, body size (12), then properties
-                with contextlib.suppress(ValueError, IndexError, struct.error):
-                    value.properties.headers = headers_of(self._frame_buffer, 19)
-        return consumed, value
+        # Content headers are read here (``properties_of``): pika's decoder recurses into
+        # nested tables, so a table a few thousand levels deep raised RecursionError in the
+        # middle of the connection's input, which closed the connection, and the same
+        # message came back after every reconnect. Every other frame is pika's.
+        buf = self._frame_buffer
+        if len(buf) >= 7 + _CONTENT.size + 3 and buf[0] == _FRAME_HEADER:
+            _, channel, size = _HEAD.unpack_from(buf)
+            end = 7 + size + 1
+            if size >= _CONTENT.size + 2 and end <= len(buf) and buf[end - 1] == _FRAME_END:
+                _class, _weight, body_size = _CONTENT.unpack_from(buf, 7)
+                properties = properties_of(buf, 7 + _CONTENT.size, end - 1)
+                return end, _Header(channel, body_size, properties)
+        decoded: tuple[int, Any] = _decode_frame(buf)
+        return decoded
 
     def _flush_out(self) -> None:
         self._flush_scheduled = False

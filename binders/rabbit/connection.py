@@ -26,7 +26,7 @@ from pika.channel import Channel
 
 from binder_core.errors import BinderException
 from binders.rabbit.adapter import CoalescingConnection
-from binders.rabbit.parameters import describe, parameters
+from binders.rabbit.parameters import describe, parameters, tls_failure
 from binders.rabbit.settings import RabbitEnvironment
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,34 @@ log = logging.getLogger(__name__)
 #: is worth another try once the connection is back.
 PERMANENT_CODES = frozenset({403, 404, 405, 406})
 FIRST_RETRY_DELAY = 0.1
+#: The longest pause between two attempts of a retry loop that has no setting of its own.
+LONGEST_RETRY_DELAY = 5.0
+#: What pika raises synchronously, before anything reaches the broker: an argument it
+#: cannot encode (a name over 255 bytes, a value of no AMQP type) or a call in the wrong
+#: state. The same call fails the same way every time.
+LOCAL_ERRORS: tuple[type[Exception], ...] = (pika_exc.AMQPError, ValueError, TypeError)
+
+
+class Backoff:
+    """Growing pauses between the attempts of a retry loop.
+
+    Every loop that can retry awaits one of these: a failure that repeats at once would
+    otherwise keep the event loop busy forever (nothing else runs, not even the handler
+    of Ctrl-C)."""
+
+    def __init__(self, first: float = FIRST_RETRY_DELAY, longest: float = LONGEST_RETRY_DELAY):
+        self._first = first
+        self._next = first
+        self._longest = max(longest, first)
+
+    async def wait(self) -> None:
+        """Sleep for the next pause."""
+        delay, self._next = self._next, min(self._next * 2, self._longest)
+        await asyncio.sleep(delay)
+
+    def reset(self) -> None:
+        """Start again from the first pause (after a success)."""
+        self._next = self._first
 
 
 class ConnectError(BinderException):
@@ -62,6 +90,17 @@ class ChannelLost(Exception):
         super().__init__(text)
         self.code = code
         self.permanent = permanent
+
+
+def local_error(exc: Exception) -> ChannelLost:
+    """The permanent ``ChannelLost`` for an error pika raised before sending anything."""
+    if isinstance(exc, pika_exc.ShortStringTooLong):
+        value = str(exc.args[0]) if exc.args else ""
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        text = f"'{shown}' is longer than the 255 bytes AMQP allows for a name"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return ChannelLost(text, permanent=True)
 
 
 def lost_from(reason: BaseException | str) -> ChannelLost:
@@ -121,9 +160,11 @@ class Chan:
         self._waiting.add(fut)
         try:
             method(*args, callback=done, **kwargs)
-        except (pika_exc.AMQPError, ValueError, TypeError) as exc:
+        except LOCAL_ERRORS as exc:
+            # Raised before anything was sent: trying again fails the same way at once, so
+            # it is permanent (it used to be retried in a loop that never yielded).
             self._waiting.discard(fut)
-            raise ChannelLost(f"{type(exc).__name__}: {exc}") from exc
+            raise local_error(exc) from exc
         try:
             return await fut
         finally:
@@ -165,6 +206,11 @@ class Connection:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._gave_up: asyncio.Future[None] | None = None
         self.generation = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called: nothing will be sent through it again."""
+        return self._closing
 
     @property
     def where(self) -> str:
@@ -261,12 +307,10 @@ class Connection:
             )
 
     async def _reconnect(self) -> None:
-        delay = FIRST_RETRY_DELAY
-        longest = self._env.recovery_interval / 1000.0
+        backoff = Backoff(FIRST_RETRY_DELAY, self._env.recovery_interval / 1000.0)
         attempt = 0
         while not self._closing:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)
+            await backoff.wait()
             attempt += 1
             try:
                 conn = await self._connect()
@@ -274,12 +318,18 @@ class Connection:
                 if attempt == 1 or attempt % 10 == 0:
                     log.info("rabbit %s: still reconnecting (%s)", self.role, exc)
                 continue
+            except Exception:
+                # Anything else (pika refusing the parameters) must not end the recovery
+                # for good, silently: say so and keep trying.
+                log.exception("rabbit %s: reconnecting failed", self.role)
+                continue
             self._attach(conn)
             try:
                 for hook in self._hooks:
                     await hook()
             except ChannelLost as exc:
                 if not (self._alive(conn) and exc.permanent):
+                    await self._drop(conn)
                     continue  # the new connection went too: start over
                 log.error("rabbit %s: recovery step failed: %s", self.role, exc)
             except Exception:
@@ -288,6 +338,13 @@ class Connection:
                 self._up.set()
                 log.info("rabbit %s connection to %s recovered", self.role, self.where)
                 return
+
+    async def _drop(self, conn: AsyncioConnection) -> None:
+        """Close a new connection whose recovery did not finish, before making another
+        (otherwise it would stay open, unused)."""
+        if self._alive(conn):
+            with contextlib.suppress(pika_exc.AMQPError):
+                conn.close()
 
     def _alive(self, conn: Any) -> bool:
         current: Any = self._conn
@@ -310,21 +367,31 @@ class Connection:
             raw = conn.channel(on_open_callback=opened)
         except pika_exc.AMQPError as exc:
             raise ChannelLost(f"cannot open a channel: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise local_error(exc) from exc
         chan = Chan(raw, generation)
         chan.on_close(lambda lost: fail(fut, lost))
         await fut
         return chan
 
     async def channel(self) -> Chan:
-        """A channel on a live, recovered connection; waits while the broker is away."""
+        """A channel on a live, recovered connection; waits while the broker is away.
+        Raises ``ChannelLost`` once the connection is closed, or when opening a channel
+        fails for good; backs off while it fails on a connection that is up (the channel
+        limit reached, the broker closing new channels)."""
+        backoff = Backoff()
         while True:
             await self.wait_up()
             try:
                 return await self.open_channel()
-            except ChannelLost:
-                if self._closing:
+            except ChannelLost as exc:
+                if self._closing or exc.permanent:
                     raise
-                await asyncio.sleep(0)  # the close callback clears _up; wait for recovery
+                if self._up.is_set():
+                    log.debug("rabbit %s: cannot open a channel yet (%s)", self.role, exc)
+                    await backoff.wait()
+                else:
+                    await asyncio.sleep(0)  # the connection went: wait_up waits for it
 
     async def wait_up(self) -> None:
         """Wait until the connection is open and recovered; ``ChannelLost`` once closed."""
@@ -390,13 +457,16 @@ def _last_cause(exc: BaseException) -> BaseException:
 
 
 def _refused(exc: BaseException) -> bool:
-    """Whether the broker answered and said no (login or virtual host): final."""
+    """Whether the broker answered and said no (login or virtual host), or the TLS
+    settings can never work with it (an untrusted certificate, TLS to a plain port): final."""
     refusals = (
         pika_exc.ProbableAuthenticationError,
         pika_exc.AuthenticationError,
         pika_exc.ProbableAccessDeniedError,
     )
-    return isinstance(_last_cause(exc), refusals)
+    last = _last_cause(exc)
+    tls = tls_failure(last)
+    return isinstance(last, refusals) or (tls is not None and tls[1])
 
 
 def _why(exc: BaseException) -> str:
@@ -406,4 +476,7 @@ def _why(exc: BaseException) -> str:
         return "login refused (check username and password)"
     if isinstance(last, pika_exc.ProbableAccessDeniedError):
         return "access refused (check the virtual host and the user's permissions)"
+    tls = tls_failure(last)
+    if tls is not None:
+        return tls[0]
     return f"{type(last).__name__}: {last}"

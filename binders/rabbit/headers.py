@@ -3,9 +3,11 @@
 ``contentType`` travels as the ``content_type`` property (where Spring reads and writes it);
 every other header goes into the header table. pika cannot carry floating point headers:
 its encoder refuses them and its decoder turns a double into a truncated integer (0.25
-arrives as 0). Header tables are therefore encoded here, and re-decoded here when pika's
-reading may have lost something, from the AMQP 0-9-1 specification with RabbitMQ's field
-types (``d`` for doubles, as Spring AMQP writes them).
+arrives as 0), and its recursive decoder lets one crafted message nested a few thousand
+levels deep break the connection. Header tables are therefore encoded and read here, from
+the AMQP 0-9-1 specification with RabbitMQ's field types (``d`` for doubles, as Spring AMQP
+writes them); reading is bounded (``MAX_DEPTH``, ``MAX_HEADERS``, ``MAX_VALUES``), and a
+table that cannot be read is delivered as a marker (``unreadable``) instead.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pika import BasicProperties
-from pika.compat import long as _PikaLong
 
+from binder_core.errors import ConversionError
+from binder_core.limits import HEADER_COUNT, HEADER_NESTING_DEPTH
 from binder_core.message import CONTENT_TYPE
 
 _PACK_I = struct.Struct(">I").pack
@@ -45,93 +48,277 @@ def amqp_value(value: Any) -> Any:
     return str(value)
 
 
-def needs_redecoding(table: Mapping[str, Any]) -> bool:
-    """Whether pika's reading of a table may be wrong: it returns doubles (and 64-bit
-    integers) as its own integer type, and nested tables are not worth inspecting."""
-    for value in table.values():
-        if type(value) is _PikaLong or isinstance(value, dict | list):
-            return True
-    return False
+#: Deepest nesting of tables and arrays read from a message, the header table itself
+#: being level 1 (the framework's limit; RabbitMQ's own ``x-death`` is 3 deep).
+MAX_DEPTH = HEADER_NESTING_DEPTH
+
+#: Most headers (keys of the header table itself) read from a message.
+MAX_HEADERS = HEADER_COUNT
+
+#: Most values at every level together (keys of every table, items of every array). The
+#: frame size bounds them anyway (some 60,000 in RabbitMQ's default 128 KiB frame); this
+#: keeps the work a single message costs small whatever its shape.
+MAX_VALUES = 10 * HEADER_COUNT
+
+#: The header that replaces a table we cannot read (see ``unreadable``).
+UNREADABLE = "x-binder-unreadable-headers"
+
+
+class HeaderTableError(ConversionError):
+    """A message's header table cannot be read: malformed, nested deeper than
+    ``MAX_DEPTH``, or holding more than ``MAX_HEADERS`` headers or ``MAX_VALUES`` values.
+    The message itself is kept (it is dead-lettered with this reason); the connection is
+    never affected."""
+
+
+class Unreadable(str):
+    """Why a header table could not be read: the value of the ``UNREADABLE`` marker.
+
+    Its own type, rather than text, so that a publisher cannot forge the marker: nothing
+    read from the wire is ever an ``Unreadable``."""
+
+    __slots__ = ()
+
+
+def unreadable_marker(reason: str) -> dict[str, Any]:
+    """The header table delivered instead of one that cannot be read."""
+    return {UNREADABLE: Unreadable(reason)}
+
+
+def unreadable(headers: Mapping[str, Any] | None) -> str | None:
+    """Why the header table of a delivery could not be read, or None for a readable one.
+
+    A consumer dead-letters such a delivery as a conversion failure with this reason
+    instead of processing it; its body is intact."""
+    if not headers:
+        return None
+    reason = headers.get(UNREADABLE)
+    return str(reason) if isinstance(reason, Unreadable) else None
 
 
 def headers_of(properties: bytes | bytearray | memoryview, offset: int) -> dict[str, Any] | None:
     """The header table of encoded basic properties starting at ``offset`` (None when the
-    properties have none)."""
-    (flags,) = struct.unpack_from(">H", properties, offset)
-    offset += 2
-    if not flags & (1 << 13):
-        return None
-    for bit in (1 << 15, 1 << 14):  # content_type, content_encoding come first
-        if flags & bit:
-            offset += 1 + properties[offset]
-    table, _ = _read_table(properties, offset)
+    properties have none). Raises ``HeaderTableError`` when it cannot be read."""
+    data = bytes(properties)
+    try:
+        (flags,) = struct.unpack_from(">H", data, offset)
+        offset += 2
+        if not flags & (1 << 13):
+            return None
+        for bit in (1 << 15, 1 << 14):  # content_type, content_encoding come first
+            if flags & bit:
+                offset += 1 + data[offset]
+    except (struct.error, IndexError):
+        raise HeaderTableError("properties end before their header table") from None
+    table, _ = read_table(data, offset, len(data))
     return table
 
 
-def _read_table(data: bytes | bytearray | memoryview, offset: int) -> tuple[dict[str, Any], int]:
-    (size,) = struct.unpack_from(">I", data, offset)
+def read_table(data: bytes, offset: int, limit: int) -> tuple[dict[str, Any], int]:
+    """Read the field table at ``offset`` of ``data`` (ending by ``limit`` at the latest);
+    return it and the offset after it.
+
+    Iterative, with the nesting depth, the number of values and every length checked
+    against the bytes there are, so any input gives a table or ``HeaderTableError``: never
+    a recursion, an exception of another kind, or a read past ``limit``.
+    """
+    try:
+        return _read_table(data, offset, min(limit, len(data)))
+    except HeaderTableError:
+        raise
+    except (struct.error, IndexError, ValueError, OverflowError, OSError, ArithmeticError) as exc:
+        # A timestamp out of range, a decimal the decimal module refuses: the table is
+        # malformed, whatever the detail.
+        raise HeaderTableError(f"malformed header table ({type(exc).__name__})") from None
+
+
+def _read_table(data: bytes, offset: int, limit: int) -> tuple[dict[str, Any], int]:
+    size = _length(data, offset, limit)
     offset += 4
+    root: dict[str, Any] = {}
     end = offset + size
-    table: dict[str, Any] = {}
-    while offset < end:
-        length = data[offset]
-        key = bytes(data[offset + 1 : offset + 1 + length]).decode("utf-8", "replace")
-        offset += 1 + length
-        table[key], offset = _read_value(data, offset)
-    return table, end
+    # One entry per open table or array: (the container, where its encoding ends).
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(root, end)]
+    values = 0
+    unpack = struct.unpack_from
+    while stack:
+        container, end = stack[-1]
+        if offset >= end:
+            if offset > end:
+                raise HeaderTableError("malformed header table: a value overruns its table")
+            stack.pop()
+            continue
+        key = ""
+        if type(container) is dict:
+            length = data[offset]
+            offset += 1 + length
+            if offset > end:
+                raise HeaderTableError("malformed header table: a key overruns its table")
+            key = data[offset - length : offset].decode("utf-8", "replace")
+        if offset >= end:
+            raise HeaderTableError("malformed header table: a key without a value")
+        values += 1
+        if values > MAX_VALUES:
+            raise HeaderTableError(f"header table holds more than {MAX_VALUES} values")
+        if container is root and len(root) >= MAX_HEADERS:
+            raise HeaderTableError(f"header table holds more than {MAX_HEADERS} headers")
+        kind = data[offset]
+        offset += 1
+        value: Any
+        fixed = _FIXED.get(kind)
+        if fixed is not None:
+            fmt, width = fixed
+            if offset + width > end:
+                raise HeaderTableError("malformed header table: a value overruns its table")
+            (value,) = unpack(fmt, data, offset)
+            offset += width
+            if kind == _BOOL:
+                value = bool(value)
+        elif kind in (_TABLE, _ARRAY):
+            size = _length(data, offset, end)
+            offset += 4
+            if len(stack) >= MAX_DEPTH:
+                raise HeaderTableError(f"header table nested deeper than {MAX_DEPTH} levels")
+            value = {} if kind == _TABLE else []
+            stack.append((value, offset + size))
+        elif kind in (_LONGSTR, _BYTES):
+            size = _length(data, offset, end)
+            offset += 4 + size
+            value = data[offset - size : offset]
+            if kind == _LONGSTR:
+                value = _text(value)
+        elif kind == _DECIMAL:
+            if offset + 5 > end:
+                raise HeaderTableError("malformed header table: a value overruns its table")
+            scale, raw_int = unpack(">Bi", data, offset)
+            offset += 5
+            value = decimal.Decimal(raw_int).scaleb(-scale)
+        elif kind == _TIMESTAMP:
+            if offset + 8 > end:
+                raise HeaderTableError("malformed header table: a value overruns its table")
+            (seconds,) = unpack(">Q", data, offset)
+            offset += 8
+            value = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+        elif kind == _VOID:
+            value = None
+        else:
+            raise HeaderTableError(f"malformed header table: unknown field type {kind:#04x}")
+        if isinstance(container, dict):
+            container[key] = value
+        else:
+            container.append(value)
+    return root, offset
 
 
-def _read_value(data: bytes | bytearray | memoryview, offset: int) -> tuple[Any, int]:
-    kind = chr(data[offset])
-    offset += 1
-    fixed = _FIXED.get(kind)
-    if fixed is not None:
-        fmt, size = fixed
-        (value,) = struct.unpack_from(fmt, data, offset)
-        return (bool(value) if kind == "t" else value), offset + size
-    if kind in "Sx":
-        (size,) = struct.unpack_from(">I", data, offset)
-        raw = bytes(data[offset + 4 : offset + 4 + size])
-        if kind == "S":
-            try:
-                return raw.decode("utf-8"), offset + 4 + size
-            except UnicodeDecodeError:
-                return raw, offset + 4 + size
-        return raw, offset + 4 + size
-    if kind == "F":
-        return _read_table(data, offset)
-    if kind == "A":
-        (size,) = struct.unpack_from(">I", data, offset)
-        end = offset + 4 + size
-        offset += 4
-        items = []
-        while offset < end:
-            item, offset = _read_value(data, offset)
-            items.append(item)
-        return items, end
-    if kind == "D":
-        scale, raw_int = struct.unpack_from(">Bi", data, offset)
-        return decimal.Decimal(raw_int).scaleb(-scale), offset + 5
-    if kind == "T":
-        (seconds,) = struct.unpack_from(">Q", data, offset)
-        return datetime.datetime.fromtimestamp(seconds, datetime.UTC), offset + 8
-    if kind == "V":
-        return None, offset
-    raise ValueError(f"unknown AMQP field type {kind!r}")
+_CONTENT_TYPE_FLAG, _CONTENT_ENCODING_FLAG, _HEADERS_FLAG = 1 << 15, 1 << 14, 1 << 13
 
 
+def properties_of(data: bytes, start: int, end: int) -> BasicProperties:
+    """The basic properties encoded in ``data[start:end]`` (a content header frame's), with
+    the header table read by ``read_table``. Never raises: a header table that cannot be
+    read is replaced by the ``unreadable`` marker, and properties that cannot be read at
+    all become just that marker, so one malformed message never breaks a connection."""
+    flags, props_at = _flag_words(data, start, end)
+    offset = props_at
+    if flags is None:
+        return BasicProperties(headers=unreadable_marker("malformed message properties"))
+    if not flags & _HEADERS_FLAG:
+        return _pika_properties(data[start:end])
+    for bit in (_CONTENT_TYPE_FLAG, _CONTENT_ENCODING_FLAG):  # the two before the table
+        if flags & bit:
+            offset += 1 + data[offset] if offset < end else end + 1
+    if offset > end:
+        return BasicProperties(headers=unreadable_marker("malformed message properties"))
+    table_at = offset
+    head = data[start + 2 : table_at]  # more flag words, content type and encoding
+    table: dict[str, Any]
+    after: int | None
+    try:
+        table, after = read_table(data, table_at, end)
+    except HeaderTableError as exc:
+        table = unreadable_marker(str(exc))
+        after = _skip_table(data, table_at, end)
+    if after is None:  # where the table ends is unknown: keep what comes before it
+        kept = flags & (_CONTENT_TYPE_FLAG | _CONTENT_ENCODING_FLAG)
+        rest = _PACK_H(kept) + data[props_at:table_at]
+    else:
+        rest = _PACK_H(flags & ~_HEADERS_FLAG) + head + data[after:end]
+    props = _pika_properties(rest)
+    props.headers = table
+    return props
+
+
+def _flag_words(data: bytes, offset: int, end: int) -> tuple[int | None, int]:
+    """The first property flag word (the only one basic properties use) and the offset
+    after every flag word; None when they run past ``end``."""
+    flags: int | None = None
+    while True:
+        if offset + 2 > end:
+            return None, offset
+        (word,) = struct.unpack_from(">H", data, offset)
+        offset += 2
+        if flags is None:
+            flags = word
+        if not word & 1:
+            return flags, offset
+
+
+def _skip_table(data: bytes, offset: int, end: int) -> int | None:
+    """Where a table ends by its declared size, if that lies within ``end``."""
+    if offset + 4 > end:
+        return None
+    (size,) = struct.unpack_from(">I", data, offset)
+    after = offset + 4 + int(size)
+    return after if after <= end else None
+
+
+def _pika_properties(encoded: bytes) -> BasicProperties:
+    """pika's reading of properties without a header table (nothing there can recurse);
+    when they cannot be read, the marker alone."""
+    props = BasicProperties()
+    try:
+        props.decode(encoded)
+    except Exception:  # pika's decoder, on arbitrary bytes: any failure means malformed
+        return BasicProperties(headers=unreadable_marker("malformed message properties"))
+    return props
+
+
+def _text(raw: bytes) -> str | bytes:
+    """A long string as text, or as the bytes it is when it is not UTF-8 (as pika reads it)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def _length(data: bytes, offset: int, end: int) -> int:
+    """A 32-bit length at ``offset`` whose bytes must lie within ``end``."""
+    if offset + 4 > end:
+        raise HeaderTableError("malformed header table: a length overruns its table")
+    (size,) = struct.unpack_from(">I", data, offset)
+    if offset + 4 + size > end:
+        raise HeaderTableError("malformed header table: a length overruns its table")
+    return int(size)
+
+
+_BOOL, _TABLE, _ARRAY, _LONGSTR, _BYTES = ord("t"), ord("F"), ord("A"), ord("S"), ord("x")
+_DECIMAL, _TIMESTAMP, _VOID = ord("D"), ord("T"), ord("V")
+
+#: Fixed-width field types: RabbitMQ's reading of AMQP 0-9-1 (``l`` and ``L`` are both
+#: signed 64-bit, ``s`` and ``U`` both signed 16-bit, ``f`` and ``d`` real floats).
 _FIXED = {
-    "t": (">B", 1),
-    "b": (">b", 1),
-    "B": (">B", 1),
-    "s": (">h", 2),
-    "u": (">H", 2),
-    "I": (">i", 4),
-    "i": (">I", 4),
-    "l": (">q", 8),
-    "L": (">q", 8),
-    "f": (">f", 4),
-    "d": (">d", 8),
+    ord("t"): (">B", 1),
+    ord("b"): (">b", 1),
+    ord("B"): (">B", 1),
+    ord("s"): (">h", 2),
+    ord("U"): (">h", 2),
+    ord("u"): (">H", 2),
+    ord("I"): (">i", 4),
+    ord("i"): (">I", 4),
+    ord("l"): (">q", 8),
+    ord("L"): (">q", 8),
+    ord("f"): (">f", 4),
+    ord("d"): (">d", 8),
 }
 
 

@@ -6,6 +6,9 @@ not pay for it at start-up.
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Awaitable
 from typing import Any
 
 from binder_core.hookspecs import hookimpl
@@ -36,3 +39,36 @@ def binder_types() -> list[BinderType]:
             description="RabbitMQ (pika): exchanges, group queues, DLQs, publisher confirms",
         )
     ]
+
+
+#: AMQP reply code of a passive declare for something that does not exist.
+_NOT_FOUND = 404
+
+
+@hookimpl
+def destination_exists(binder: Binder, destination: str) -> Awaitable[bool] | None:
+    """Whether the exchange exists: a passive declare, which never creates it."""
+    module = sys.modules.get("binders.rabbit.binder")  # loaded by then if binder is ours
+    if module is None or not isinstance(binder, module.RabbitBinder):
+        return None
+    return _exchange_exists(binder, destination)
+
+
+async def _exchange_exists(binder: Any, exchange: str) -> bool:
+    from binders.rabbit.connection import ChannelLost
+
+    chan = await binder.connection.open_channel()
+    # pika warns of every channel the broker closes; here that is the expected answer.
+    quiet = logging.getLogger("pika.channel")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        await chan.rpc(chan.raw.exchange_declare, exchange=exchange, passive=True)
+    except ChannelLost as exc:
+        if exc.code == _NOT_FOUND:
+            return False  # the broker closed the channel; nothing else to release
+        raise
+    finally:
+        quiet.setLevel(level)
+    await chan.close()
+    return True

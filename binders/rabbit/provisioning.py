@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from binder_core.errors import BinderException
-from binders.rabbit.connection import Chan, ChannelLost, Connection
+from binders.rabbit.connection import Backoff, Chan, ChannelLost, Connection
 from binders.rabbit.settings import (
     RabbitCommonProperties,
     RabbitConsumerProperties,
@@ -36,6 +36,9 @@ from binders.rabbit.settings import (
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_EXCHANGE = "DLX"
+
+#: AMQP 0-9-1 carries exchange and queue names and routing keys as short strings.
+MAX_NAME_BYTES = 255
 
 
 class ProvisioningError(BinderException):
@@ -79,12 +82,18 @@ class Topology:
             raise
 
     async def _declare(self, key: tuple[Any, ...], op: str, kwargs: dict[str, Any]) -> None:
+        _check_names(op, kwargs)
+        backoff = Backoff()
         while True:
             try:
                 await self._do(op, kwargs)
                 break
-            except ChannelLost:
-                continue  # connection lost mid-way: declare again once it is back
+            except ChannelLost as exc:
+                # The connection went mid-way: declare again once it is back. ``_do``
+                # raised what cannot succeed; this waits, so nothing that fails again at
+                # once can spin here.
+                log.debug("rabbit: %s interrupted (%s); trying again", op, exc)
+                await backoff.wait()
         self._declared[key] = (op, kwargs)
 
     async def exchange(self, name: str, kind: str, durable: bool, auto_delete: bool) -> None:
@@ -363,14 +372,42 @@ def _keys(ext: RabbitCommonProperties) -> list[str]:
     return [key]
 
 
-def _explain(op: str, kwargs: dict[str, Any], exc: ChannelLost) -> str:
-    what = {
-        "exchange_declare": f"declaring exchange '{kwargs.get('exchange')}'",
-        "queue_declare": f"declaring queue '{kwargs.get('queue')}'",
-        "queue_bind": f"binding queue '{kwargs.get('queue')}' to exchange "
-        f"'{kwargs.get('exchange')}' with key '{kwargs.get('routing_key')}'",
-        "queue_delete": f"deleting queue '{kwargs.get('queue')}'",
+def _check_names(op: str, kwargs: dict[str, Any]) -> None:
+    """Refuse, before anything is sent, a name AMQP cannot carry: the broker would never
+    see it, and the error would otherwise come from deep inside pika."""
+    for field in ("exchange", "queue", "routing_key"):
+        name = kwargs.get(field)
+        if isinstance(name, str) and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            what = {
+                "exchange": "exchange name",
+                "queue": "queue name",
+                "routing_key": "routing key",
+            }
+            raise ProvisioningError(
+                f"{_what(op, kwargs)}: the {what[field]} is {len(name.encode('utf-8'))} "
+                f"bytes long and AMQP allows at most {MAX_NAME_BYTES} (use a shorter "
+                "destination, group or prefix)"
+            )
+
+
+def _what(op: str, kwargs: dict[str, Any]) -> str:
+    return {
+        "exchange_declare": f"declaring exchange '{_short(kwargs.get('exchange'))}'",
+        "queue_declare": f"declaring queue '{_short(kwargs.get('queue'))}'",
+        "queue_bind": f"binding queue '{_short(kwargs.get('queue'))}' to exchange "
+        f"'{_short(kwargs.get('exchange'))}' with key '{_short(kwargs.get('routing_key'))}'",
+        "queue_delete": f"deleting queue '{_short(kwargs.get('queue'))}'",
     }.get(op, op)
+
+
+def _short(name: object) -> str:
+    """A name for a message: whole, unless it is too long for AMQP anyway."""
+    text = str(name)
+    return text if len(text) <= MAX_NAME_BYTES else text[:40] + "..."
+
+
+def _explain(op: str, kwargs: dict[str, Any], exc: ChannelLost) -> str:
+    what = _what(op, kwargs)
     hint = ""
     if exc.code == 406:
         hint = (

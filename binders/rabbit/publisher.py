@@ -9,7 +9,9 @@ Failures are of two kinds. A nack, or a mandatory message returned as unroutable
 permanent: it is reported for that message and never retried. A channel lost with its
 connection leaves messages unconfirmed: those are published again on the recovered
 connection, so ``publish`` returns only once every message has an answer (at-least-once:
-a message that reached the broker just before the cut may arrive twice).
+a message that reached the broker just before the cut may arrive twice). Publishing again
+waits a growing pause first, so a failure that repeats at once cannot spin; a closed
+publisher raises ``ProducerClosedError`` at once.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 from pika import BasicProperties
 from pika import exceptions as pika_exc
 
-from binders.rabbit.connection import Chan, ChannelLost, Connection
+from binder_core.errors import ProducerClosedError
+from binders.rabbit.connection import Backoff, Chan, ChannelLost, Connection
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,9 @@ class ConfirmChannel:
 
     def __init__(self, chan: Chan) -> None:
         self.chan = chan
+        #: Set when pika said the channel is closing before its close callback came: the
+        #: channel takes nothing more, whatever ``chan.closed`` says yet.
+        self.closing = False
         self._next = 1
         self._open: deque[_Batch] = deque()
         chan.raw.add_on_return_callback(self._on_return)
@@ -153,7 +159,9 @@ class ConfirmChannel:
             try:
                 publish(exchange, rk, body, props, mandatory)
             except (pika_exc.ChannelWrongStateError, pika_exc.ConnectionWrongStateError) as exc:
-                # The channel is closing under us: none of this batch counts as sent.
+                # The channel is closing under us: none of this batch counts as sent, and
+                # the channel is not used again (publishing on it would fail at once).
+                self.closing = True
                 future.set_exception(ChannelLost(str(exc) or "channel closing"))
                 return _Batch(self._next, items, future), refused
             except Exception as exc:
@@ -224,20 +232,37 @@ class Publisher:
         self._opening: asyncio.Lock = asyncio.Lock()
         #: Callers queued for ``_opening``: while there are any, newcomers queue too.
         self._queued = 0
+        self._closed = False
 
-    async def _current(self) -> ConfirmChannel:
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called (or the connection closed for good)."""
+        return self._closed or self._connection.closed
+
+    def _check_open(self, exchange: str) -> None:
+        if self.closed:
+            raise ProducerClosedError(
+                f"cannot publish to exchange '{exchange}': its producer is closed"
+            )
+
+    async def _current(self, exchange: str) -> ConfirmChannel:
         """The open channel, opened if need be. Callers get it in the order they asked
         (the lock is fair, and nobody overtakes the queue while a channel opens), and each
         writes at once when it returns: publishes go out in call order."""
         channel = self._channel
-        if channel is not None and channel.chan.closed is None and not self._queued:
+        if channel is not None and _usable(channel) and not self._queued:
             return channel
         self._queued += 1
         try:
             async with self._opening:
+                self._check_open(exchange)
                 channel = self._channel
-                if channel is None or channel.chan.closed is not None:
-                    channel = self._channel = await ConfirmChannel.open(self._connection)
+                if channel is None or not _usable(channel):
+                    channel = await ConfirmChannel.open(self._connection)
+                    if self._closed:  # closed while the channel opened
+                        await channel.chan.close()
+                        self._check_open(exchange)
+                    self._channel = channel
                 return channel
         finally:
             self._queued -= 1
@@ -247,20 +272,27 @@ class Publisher:
     ) -> dict[int, str]:
         """Publish ``items`` to ``exchange``; return ``{index: reason}`` for the messages
         the broker refused or could not route. Returns only when every message has an
-        answer, publishing again what a lost connection left unconfirmed."""
+        answer, publishing again (after a growing pause) what a lost connection left
+        unconfirmed. Raises ``ProducerClosedError`` at once when the publisher is closed,
+        also while it waits: nothing unconfirmed is reported as sent."""
         failures: dict[int, str] = {}
         todo: list[int] | None = None  # indices into items still to publish; None = all
+        backoff: Backoff | None = None
         while True:
+            self._check_open(exchange)
             batch_items = items if todo is None else [items[i] for i in todo]
             if not batch_items:
                 return failures
             try:
-                channel = await self._current()
+                channel = await self._current(exchange)
             except ChannelLost as exc:
+                self._check_open(exchange)
                 if exc.permanent:
                     for i in range(len(items)) if todo is None else todo:
                         failures[i] = str(exc)
                     return failures
+                backoff = backoff or Backoff()
+                await backoff.wait()
                 continue
             batch, refused = channel.publish(exchange, batch_items, mandatory)
             lost: ChannelLost | None = None
@@ -290,13 +322,22 @@ class Publisher:
                 return failures
             todo = left
             if todo:
+                self._check_open(exchange)
                 log.debug(
                     "rabbit: %d messages unconfirmed at a lost channel; publishing again",
                     len(todo),
                 )
+                backoff = backoff or Backoff()
+                await backoff.wait()
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Close the channel; every publish, waiting or new, raises
+        ``ProducerClosedError`` from now on."""
+        self._closed = True
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.chan.close()
+
+
+def _usable(channel: ConfirmChannel) -> bool:
+    return channel.chan.closed is None and not channel.closing

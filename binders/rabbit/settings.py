@@ -10,6 +10,7 @@ broker library: the plugin imports it at start-up, pika only when a binder is bu
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -20,9 +21,12 @@ DeliveryMode = Literal["PERSISTENT", "NON_PERSISTENT"]
 
 
 class SslProperties(Props):
-    """``ssl``: TLS to the broker (PEM files, as Python's ``ssl`` module reads them)."""
+    """``ssl``: TLS to the broker (PEM files, as Python's ``ssl`` module reads them). Names
+    as Spring Boot's ``spring.rabbitmq.ssl.*``, with PEM files for its key and trust stores."""
 
-    enabled: bool = Field(False, description="Connect with TLS (amqps).")
+    enabled: bool = Field(
+        False, description="Connect with TLS; an amqps:// uri or address turns it on by itself."
+    )
     ca_file: str | None = Field(
         None, description="CA bundle to verify the broker; default: system CAs."
     )
@@ -41,11 +45,14 @@ class RabbitEnvironment(Props):
     """``stream.binders.<name>.environment`` (or ``stream.rabbit.binder``) for type rabbit.
 
     Either ``uri`` or the separate keys; ``addresses`` (``host:port`` list, tried in order as
-    Spring does) overrides ``host``/``port``.
+    Spring does) overrides ``host``/``port``. An ``amqps://`` uri or address means TLS, with
+    the ``ssl`` settings (CA, client certificate, host name check).
     """
 
     uri: SecretStr | None = Field(
-        None, description="amqp[s]://user:password@host:port/vhost; wins over the keys below."
+        None,
+        description="amqp[s]://user:password@host:port/vhost; wins over the keys below "
+        "(but password-file).",
     )
     host: str = Field("127.0.0.1", description="Broker host.")
     port: int | None = Field(None, ge=1, le=65535, description="Broker port; 5672 (5671 with TLS).")
@@ -56,6 +63,11 @@ class RabbitEnvironment(Props):
     virtual_host: str = Field("/", description="Virtual host.")
     username: str = Field("guest", description="User name.")
     password: SecretStr = Field(SecretStr("guest"), description="Password (never logged).")
+    password_file: str | None = Field(
+        None,
+        description="File holding the password, such as a mounted secret (a trailing newline "
+        "is ignored); read at start-up, for the user of uri or username.",
+    )
     ssl: SslProperties = Field(default_factory=SslProperties)
     heartbeat: int = Field(60, ge=0, description="Requested heartbeat, seconds (0 = none).")
     connection_timeout: float = Field(10.0, gt=0, description="Connect/handshake timeout, s.")
@@ -78,6 +90,44 @@ class RabbitEnvironment(Props):
         if isinstance(value, str):
             return [a.strip() for a in value.split(",") if a.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RabbitEnvironment:
+        schemes = {s for s in map(_scheme, self.addresses) if s}
+        if self.uri is not None:
+            uri = urlsplit(self.uri.get_secret_value())
+            schemes = {uri.scheme.lower()}
+            if self.password_file is not None and uri.password is not None:
+                raise ValueError("the uri holds a password and password-file is set: keep one")
+            if self.password_file is None and uri.username and uri.password is None:
+                raise ValueError("the uri names a user without a password: add password-file")
+        if self.password_file is not None and "password" in self.model_fields_set:
+            raise ValueError("give password or password-file, not both")
+        if not schemes <= {"amqp", "amqps"}:
+            raise ValueError(f"unknown scheme {', '.join(sorted(schemes - {'amqp', 'amqps'}))}")
+        if len(schemes) > 1:
+            raise ValueError("addresses mix amqp:// and amqps://: use one for all")
+        explicit = "enabled" in self.ssl.model_fields_set
+        if schemes and explicit and self.ssl.enabled != ("amqps" in schemes):
+            given = "amqps://" if "amqps" in schemes else "amqp://"
+            raise ValueError(
+                f"ssl.enabled is {str(self.ssl.enabled).lower()} but the address says "
+                f"{given}: drop ssl.enabled, the scheme decides"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether connections use TLS: an amqps:// uri or address, or ssl.enabled."""
+        if self.uri is not None:
+            return urlsplit(self.uri.get_secret_value()).scheme.lower() == "amqps"
+        schemes = {s for s in map(_scheme, self.addresses) if s}
+        return "amqps" in schemes if schemes else self.ssl.enabled
+
+
+def _scheme(address: str) -> str | None:
+    head, sep, _ = address.strip().partition("://")
+    return head.lower() if sep else None
 
 
 class QuorumProperties(Props):

@@ -78,7 +78,9 @@ async def test_outputs_of_every_kind_of_value() -> None:
             await app.send("many-in-0", n)
         got = await app.receive_all("many-out-0", 4)
         assert [m.payload for m in got] == [b"raw", b"text", b'{"n":2}', b'{"n":3}']
-        assert all(m.headers["contentType"] == "application/json" for m in got)
+        # "text" is not JSON: sent as it is, labelled text/plain.
+        labels = [m.headers["contentType"] for m in got]
+        assert labels == ["application/json", "text/plain", "application/json", "application/json"]
         assert got[3].headers["trace"] == "t1"
         assert app.pending("many-out-0") == 0  # None sent nothing
 

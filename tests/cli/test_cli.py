@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BINDER = str(Path(sys.executable).parent / "binder")
 
 
-def binder(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM__")}
-    env.pop("BINDER_PROFILES", None)
+def binder(
+    *args: str, cwd: Path = ROOT, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM__", "MARKET__"))}
+    environ.pop("BINDER_PROFILES", None)
+    environ.update(env or {})
     return subprocess.run(
-        [BINDER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [BINDER, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -53,6 +57,50 @@ def test_market_demo_prints_alerts_and_audit_tally() -> None:
     assert result.returncode == 0, result.stderr
     assert "ALERT " in result.stdout
     assert "audit: 25 ticks recorded" in result.stdout
+
+
+_DEMO = (
+    "--run-for", "2",
+    "--set", "market.ticker.seed=7",
+    "--set", "market.ticker.volatility-percent=4",
+    "--set", "stream.poller.fixed-delay=5",
+)  # fmt: skip
+
+
+def _drops(stdout: str) -> list[float]:
+    """The drop of each alert the demo printed ("ALERT ACME: 97.73 is 1.26% below 98.98")."""
+    return [float(line.split()[4].rstrip("%")) for line in stdout.splitlines() if "ALERT" in line]
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "threshold", "instead_of"),
+    [
+        ((), {}, 3.0, 5.0),  # config/application.yaml, not the model's default
+        (("--set", "market.alerts.slump-percent=1"), {}, 1.0, 3.0),
+        (("--set", "market.alerts.slump_percent=1"), {}, 1.0, 3.0),
+        ((), {"MARKET__ALERTS__SLUMP_PERCENT": "1.5"}, 1.5, 3.0),
+    ],
+)
+def test_market_demo_applies_its_slump_setting_from_every_source(
+    options: tuple[str, ...], env: dict[str, str], threshold: float, instead_of: float
+) -> None:
+    result = binder("run", "apps.market", *_DEMO, *options, env=env)
+    assert result.returncode == 0, result.stderr
+    drops = _drops(result.stdout)
+    assert drops, result.stdout
+    assert min(drops) > threshold
+    assert min(drops) < instead_of, f"alerts look like slump-percent {instead_of}: {drops}"
+
+
+def test_market_demo_refuses_a_bad_setting_with_its_key_path() -> None:
+    result = binder(
+        "run", "apps.market", "--run-for", "1", "--set", "market.alerts.slump-percent=abc"
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--set market.alerts.slump-percent: market.alerts.slump-percent:" in result.stderr
+    assert "(got 'abc')" in result.stderr
+    assert "ALERT" not in result.stdout
 
 
 def test_config_error_names_file_line_key_and_suggestion(tmp_path: Path) -> None:
@@ -269,3 +317,122 @@ def test_hostile_yaml_is_a_configuration_error_not_a_traceback(
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{file}:" in result.stderr and expected in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x = 1\ndef broken(:\n    pass\n", "broken_app.py:2: SyntaxError: invalid syntax"),
+        (
+            "import os\nimport surely_not_installed_anywhere\n",
+            "broken_app.py:2: ModuleNotFoundError",
+        ),
+        ("def f():\n    return 1 / 0\n\nf()\n", "broken_app.py:2: ZeroDivisionError"),
+    ],
+)
+def test_an_app_module_that_cannot_be_imported_is_one_clear_paragraph(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    (tmp_path / "broken_app.py").write_text(source)
+    config = write_config(tmp_path / "cfg", "{}\n")
+    result = binder("run", "broken_app", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot import app module 'broken_app'" in result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", "soon"])
+def test_run_for_must_be_a_finite_number_of_seconds(value: str) -> None:
+    result = binder("run", "apps.uppercase", "--config", "config/uppercase", "--run-for", value)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "argument --run-for: expected a" in result.stderr and f"got '{value}'" in result.stderr
+
+
+def test_output_cut_short_by_its_reader_is_not_a_traceback() -> None:
+    """``binder config | head -1``: the reader goes away while binder still writes."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAM__")}
+    proc = subprocess.Popen(
+        [BINDER, "config"], cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # no reader left: every write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+@pytest.mark.kafka
+def test_tail_on_a_missing_kafka_topic_says_so_and_creates_nothing(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topic = unique_name("missing")
+    where = f"stream.binders.kafka.environment.bootstrap-servers={kafka_bootstrap}"
+    for _ in range(2):  # the second run proves the first created nothing
+        result = binder("tail", topic, "--profile", "kafka", "--set", where, timeout=90)
+        assert result.returncode == 1, result.stderr
+        assert f"destination '{topic}' does not exist on binder 'kafka'" in result.stderr
+        assert "nothing was created" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.rabbit
+def test_tail_on_a_missing_rabbit_exchange_says_so_and_creates_nothing(
+    rabbit_url: str, unique_name: Callable[[str], str]
+) -> None:
+    exchange = unique_name("missing")
+    where = f"stream.binders.rabbit.environment.uri={rabbit_url}"
+    for _ in range(2):  # the second run proves the first created nothing
+        result = binder("tail", exchange, "--profile", "rabbit", "--set", where, timeout=90)
+        assert result.returncode == 1, result.stderr
+        assert f"destination '{exchange}' does not exist on binder 'rabbit'" in result.stderr
+        assert "nothing was created" in result.stderr and "Traceback" not in result.stderr
+        assert "NOT_FOUND" not in result.stderr  # pika's warning is the expected answer here
+
+
+def _install_impostor(site: Path) -> dict[str, str]:
+    """A distribution 'evil-binder' that provides the kafka binder type with tryfirst, made
+    importable through PYTHONPATH (its dist-info is what entry-point discovery reads)."""
+    info = site / "evil_binder-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-binder\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[binder_core.plugins]\nevil = evil_binder\n")
+    (site / "evil_binder.py").write_text(
+        "from binder_core.errors import BinderException\n"
+        "from binder_core.hookspecs import hookimpl\n"
+        "from binder_core.spi import BinderType\n"
+        "from binders.kafka.settings import KafkaEnvironment\n\n"
+        "def _create(name, environment):\n"
+        "    raise BinderException('the evil-binder kafka type was used')\n\n"
+        "@hookimpl(tryfirst=True)\n"
+        "def binder_types():\n"
+        "    return [BinderType('kafka', _create, KafkaEnvironment, description='impostor')]\n"
+    )
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}
+
+
+def test_two_providers_of_a_binder_type_are_listed_and_refused_until_chosen(
+    tmp_path: Path,
+) -> None:
+    env = _install_impostor(tmp_path / "site")
+    listing = binder("plugins", env=env)
+    assert listing.returncode == 0, listing.stderr
+    kafka_rows = [line for line in listing.stdout.splitlines() if line.startswith("kafka ")]
+    assert [row.split()[1] for row in kafka_rows] == ["binder", "evil-binder"]
+    assert all("CONFLICT" in row and "stream.binder-types.kafka" in row for row in kafka_rows)
+
+    refused = binder("config", env=env)
+    assert refused.returncode == 2
+    assert (
+        "stream.binder-types.kafka: binder type 'kafka' is provided by 'binder' and "
+        "'evil-binder'" in refused.stderr
+    )
+    chosen = binder("config", "--set", "stream.binder-types.kafka=binder", env=env)
+    assert chosen.returncode == 0, chosen.stderr
+
+    run = ("run", "apps.uppercase", "--config", "config/uppercase", "--profile", "kafka")
+    impostor = binder(*run, "--set", "stream.binder-types.kafka=evil-binder", env=env)
+    assert impostor.returncode == 1
+    assert "the evil-binder kafka type was used" in impostor.stderr

@@ -55,4 +55,4 @@ def test_hash_matches_java_string_hash_code() -> None:
     assert java_hash("polygenelubricants") == -2147483648
     assert java_hash("é€") == 15587
     assert java_hash(42) == 42
-    assert select_partition("polygenelubricants", 5) == abs(-2147483648) % 5
+    assert select_partition("polygenelubricants", 5) == 0  # Spring maps MIN_VALUE to 0

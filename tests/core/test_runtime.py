@@ -47,7 +47,8 @@ async def test_text_function_round_trip() -> None:
         await app.send("uppercase-in-0", b"hello")
         out = await app.receive("uppercase-out-0")
         assert out.payload == b"HELLO"
-        assert out.headers["contentType"] == "application/json"
+        # Sent as it is, as Spring does, but not labelled JSON: it is not JSON.
+        assert out.headers["contentType"] == "text/plain"
 
 
 async def test_pydantic_dataclass_dict_and_headers() -> None:

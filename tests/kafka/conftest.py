@@ -23,7 +23,10 @@ from binder_core import app_config
 from binder_core.config import load_config
 from binder_core.plugins import load_plugins
 from binder_core.runtime import App
-from tests.support import eventually
+from tests.support import (
+    apps,  # noqa: F401  (the apps fixture)
+    eventually,
+)
 
 DEADLINE = 30.0
 ROOT = Path(__file__).resolve().parents[2]

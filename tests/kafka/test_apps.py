@@ -182,6 +182,7 @@ async def _at_least(kit: Kit, topic: str, n: int) -> bool:
 
 async def test_binder_send_and_tail_reach_kafka(kit: Kit) -> None:
     topic = kit.name("cli")
+    await kit.create(topic)  # tail reads a topic; it refuses one that does not exist
     env = {
         **os.environ,
         "STREAM__BINDERS__KAFKA__ENVIRONMENT__BOOTSTRAP_SERVERS": kit.bootstrap,

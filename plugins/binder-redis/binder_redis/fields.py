@@ -21,18 +21,41 @@ name holding the raw bytes: nothing from an entry ever picks a Python type beyon
 
 Both directions are cached by the exact headers: a stream's messages mostly carry the
 same few, and a hit costs a dict copy instead of encoding each one again.
+
+Reading is bounded: an entry with more than ``MAX_HEADERS`` headers, a JSON header nested
+deeper than ``MAX_DEPTH``, or a field list that is not pairs cannot be read, and
+``decode_fields`` says so with ``FieldsError`` (a ``ConversionError``: that one entry is
+dead-lettered) rather than any other exception; a JSON value that does not parse stays
+raw bytes, as before.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from binder_core.errors import ConversionError
+from binder_core.limits import HEADER_COUNT, HEADER_NESTING_DEPTH
 
 log = logging.getLogger(__name__)
 
 PAYLOAD = b"payload"
+
+#: Deepest nesting of lists and objects in a JSON header (the framework's limit). Python's
+#: JSON parser recurses, so a header nested a few thousand levels deep raised
+#: RecursionError.
+MAX_DEPTH = HEADER_NESTING_DEPTH
+
+#: Most headers read from one entry (the framework's limit).
+MAX_HEADERS = HEADER_COUNT
+
+
+class FieldsError(ConversionError):
+    """A stream entry's fields cannot be read as a message (see ``decode_fields``)."""
+
 
 _CACHE_SIZE = 1024
 _out_cache: dict[tuple[tuple[str, Any], ...], list[bytes]] = {}
@@ -45,7 +68,41 @@ def _bool(raw: bytes) -> bool:
 
 
 def _json(raw: bytes) -> Any:
-    return json.loads(raw)
+    # Decoded as json.loads would (UTF-8, -16 or -32), so the depth is counted on the very
+    # characters it parses; a bad encoding is a ValueError like malformed JSON.
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise FieldsError(f"a JSON header is nested deeper than {MAX_DEPTH} levels")
+    return json.loads(text)
+
+
+_JSON_TOKENS = re.compile(r'[\\"\[\]{}]')
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets outside strings in (possibly malformed) JSON: never
+    less than what ``json.loads`` recurses into before it returns or stops at an error."""
+    depth = deepest = 0
+    in_string = False
+    escaped_at = -1  # the position a backslash escapes
+    for token in _JSON_TOKENS.finditer(text):
+        at = token.start()
+        if at == escaped_at:
+            continue
+        char = text[at]
+        if in_string:
+            if char == "\\":
+                escaped_at = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "[" or char == "{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == "]" or char == "}":
+            depth -= 1
+    return deepest
 
 
 _DECODERS: dict[bytes, Callable[[bytes], Any]] = {
@@ -130,7 +187,16 @@ def _decode(raw: Sequence[bytes]) -> dict[str, Any]:
 
 
 def decode_fields(fields: Sequence[bytes]) -> tuple[bytes, dict[str, Any]]:
-    """(payload, headers) of an entry's flat field list."""
+    """(payload, headers) of an entry's flat field list.
+
+    Raises ``FieldsError`` for an entry that cannot be read as a message (fields that do
+    not pair up, more than ``MAX_HEADERS`` headers, a JSON header deeper than
+    ``MAX_DEPTH``): the
+    caller dead-letters that entry; no other exception comes out of here."""
+    if len(fields) % 2:
+        raise FieldsError(f"an entry of {len(fields)} fields: names and values do not pair up")
+    if len(fields) > 2 * (MAX_HEADERS + 1):  # the payload and its headers
+        raise FieldsError(f"an entry with more than {MAX_HEADERS} headers")
     if fields and fields[0] == PAYLOAD:
         payload, rest = fields[1], tuple(fields[2:])
     else:  # written by another client: find the payload wherever it is
