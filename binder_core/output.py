@@ -128,8 +128,6 @@ class Output:
         if results.count(None) != len(results):
             refused = [r for r in results if r is not None]
             first = refused[0]
-            if isinstance(first, DeliveryError) and len(refused) == 1:
-                raise first
             raise DeliveryError(
                 f"{len(refused)} of {len(messages)} message(s) to '{self.destination}' not "
                 f"accepted: {first}"

@@ -12,18 +12,16 @@ and RabbitMQ dead-letters it through the queue's ``x-dead-letter-exchange``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from binder_core.deadletter import exception_headers
 from binder_core.message import Message
-from binder_core.spi import Outcome
+from binders.rabbit.connection import Connection
 from binders.rabbit.headers import TableProperties
+from binders.rabbit.provisioning import ConsumerQueue
 from binders.rabbit.publisher import Item, Publisher
-
-if TYPE_CHECKING:
-    from binders.rabbit.binder import RabbitBinder
-    from binders.rabbit.consumer import RabbitBinding
+from binders.rabbit.settings import RabbitConsumerProperties
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +32,17 @@ ORIGINAL_ROUTING_KEY = "x-original-routingKey"
 class DeadLetters:
     """The dead-lettering of one consumer binding."""
 
-    def __init__(self, binder: RabbitBinder, binding: RabbitBinding) -> None:
-        self._binder = binder
-        self._binding = binding
+    def __init__(
+        self,
+        binding: str,
+        ext: RabbitConsumerProperties,
+        queue: ConsumerQueue,
+        connection: Callable[[], Awaitable[Connection]],
+    ) -> None:
+        self._name = binding
+        self._ext = ext
+        self._queue = queue
+        self._connection = connection
         self._publisher: Publisher | None = None
 
     async def close(self) -> None:
@@ -47,32 +53,32 @@ class DeadLetters:
 
     async def handle(
         self,
-        batch: list[Message[bytes]],
-        methods: list[Any],
-        props: list[Any],
-        outcomes: Sequence[Outcome],
+        batch: Sequence[Message[bytes]],
+        methods: Sequence[Any],
+        props: Sequence[Any],
+        outcomes: Sequence[tuple[int, Exception]],
     ) -> list[int]:
         """Republish failures to the DLQ (or pick them for rejection); return the delivery
         tags to reject."""
-        failed = [i for i, o in enumerate(outcomes) if o is not None]
-        queue = self._binding.queue
-        assert queue is not None
-        last = outcomes[failed[-1]]
+        failed = [i for i, _ in outcomes]
+        errors = dict(outcomes)
+        queue = self._queue
+        last = type(outcomes[-1][1]).__name__
         if queue.anonymous:
             log.error(
                 "binding %s: %d failed message(s) dropped: an anonymous subscription has no "
                 "dead-letter queue (give the binding a group); last error: %s",
-                self._binding.name,
+                self._name,
                 len(failed),
                 last,
             )
             return []
         if queue.dlx is None:
-            if self._binding.ext.auto_bind_dlq:
+            if self._ext.auto_bind_dlq:
                 log.warning(
                     "binding %s: rejecting %d failed message(s); RabbitMQ dead-letters them to "
                     "the DLQ; last error: %s",
-                    self._binding.name,
+                    self._name,
                     len(failed),
                     last,
                 )
@@ -80,16 +86,15 @@ class DeadLetters:
                 log.error(
                     "binding %s: rejecting %d failed message(s) without a dead-letter queue "
                     "(auto-bind-dlq is false); last error: %s",
-                    self._binding.name,
+                    self._name,
                     len(failed),
                     last,
                 )
             return [methods[i].delivery_tag for i in failed]
-        mode = 2 if self._binding.ext.republish_delivery_mode == "PERSISTENT" else 1
+        mode = 2 if self._ext.republish_delivery_mode == "PERSISTENT" else 1
         items: list[Item] = []
         for i in failed:
-            exc = outcomes[i]
-            assert exc is not None
+            exc = errors[i]
             method, p = methods[i], props[i]
             headers = dict(p.headers or {})
             headers.update(exception_headers(exc))
@@ -112,12 +117,12 @@ class DeadLetters:
             )
             items.append((queue.dlq_routing_key, batch[i].payload, dead))
         if self._publisher is None:
-            self._publisher = Publisher(await self._binder.publisher_connection())
+            self._publisher = Publisher(await self._connection())
         failures = await self._publisher.publish(queue.dlx, items, mandatory=True)
         log.warning(
             "binding %s: %d failed message(s) republished to the dead-letter exchange '%s' "
             "(routing key '%s'); last error: %s",
-            self._binding.name,
+            self._name,
             len(failed) - len(failures),
             queue.dlx,
             queue.dlq_routing_key,
@@ -126,7 +131,7 @@ class DeadLetters:
         if failures:
             log.error(
                 "binding %s: %d failed message(s) could not be republished (%s); rejecting them",
-                self._binding.name,
+                self._name,
                 len(failures),
                 failures[min(failures)],
             )

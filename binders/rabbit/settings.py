@@ -77,6 +77,12 @@ class RabbitEnvironment(Props):
     recovery_interval: int = Field(
         5000, ge=100, description="Longest pause between reconnection attempts, ms."
     )
+    shutdown_timeout: int = Field(
+        30_000,
+        ge=0,
+        description="On stop, ms a consumer binding may take to finish the batch in flight; "
+        "what is still unacknowledged after it is delivered again.",
+    )
     startup_timeout: float = Field(
         60.0,
         ge=0,

@@ -14,6 +14,7 @@ from typing import Any
 import pika
 import pytest
 
+from binder_core.testing.driver import BinderDriver
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.settings import RabbitEnvironment
 from tests.support import apps  # noqa: F401  (the apps fixture)
@@ -121,7 +122,7 @@ def rabbit_env(rabbit_url: str) -> RabbitEnvironment:
 @pytest.fixture
 async def binder(rabbit_env: RabbitEnvironment, admin: Admin) -> AsyncIterator[RabbitBinder]:
     """A started rabbit binder, closed after the test (before ``admin`` cleans up)."""
-    b = RabbitBinder("rabbit", rabbit_env)
+    b = BinderDriver(RabbitBinder("rabbit", rabbit_env))
     await b.start()
     yield b
     await b.close()
@@ -135,7 +136,7 @@ async def new_binder(
     made: list[RabbitBinder] = []
 
     async def make() -> RabbitBinder:
-        b = RabbitBinder(f"rabbit-{len(made)}", rabbit_env)
+        b = BinderDriver(RabbitBinder(f"rabbit-{len(made)}", rabbit_env))
         await b.start()
         made.append(b)
         return b

@@ -15,7 +15,9 @@ from binder_core.errors import DeliveryError
 from binder_core.message import Message
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.spi import BindingState, Capability, ConsumerSpec, ProducerSpec
-from binders.rabbit.binder import RabbitBinder, RabbitProducer
+from binder_core.testing.driver import BinderDriver
+from binders.rabbit.binder import RabbitBinder
+from binders.rabbit.producer import RabbitSink
 from binders.rabbit.settings import (
     RabbitConsumerProperties,
     RabbitEnvironment,
@@ -138,7 +140,7 @@ async def test_anonymous_queue_is_exclusive_and_goes_with_its_binding(
     dest = unique_name("anon")
     admin.track(dest)
     binding = await binder.consumer(ConsumerSpec("tail", dest, None), Collector())
-    queue = binding.queue_name  # type: ignore[attr-defined]
+    queue = binding.subscription.queue_name  # type: ignore[attr-defined]
     assert queue.startswith(f"{dest}.anonymous.")
     with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="RESOURCE_LOCKED"):
         await admin.state(queue)  # exclusive to the binder's connection
@@ -382,7 +384,7 @@ async def test_addresses_are_tried_in_order(rabbit_env: RabbitEnvironment, rabbi
             "virtual-host": params.virtual_host,
         }
     )
-    b = RabbitBinder("multi", env)
+    b = BinderDriver(RabbitBinder("multi", env))
     await b.start()
     try:
         assert b.connection.is_up
@@ -396,7 +398,7 @@ async def test_unreachable_broker_fails_start_after_startup_timeout_with_a_clear
     env = RabbitEnvironment.model_validate(
         {"host": "127.0.0.1", "port": 1, "password": "hunter2-secret", "startup-timeout": 1.5}
     )
-    b = RabbitBinder("down", env)
+    b = BinderDriver(RabbitBinder("down", env))
     loop = asyncio.get_running_loop()
     began = loop.time()
     with pytest.raises(ConnectError) as info:
@@ -445,7 +447,7 @@ async def test_start_waits_for_a_broker_that_comes_up_late(
             "startup-timeout": 30,
         }
     )
-    b = RabbitBinder("late", env)
+    b = BinderDriver(RabbitBinder("late", env))
     starting = asyncio.ensure_future(b.start())
     await eventually(
         lambda: sum("retrying in" in r.getMessage() for r in caplog.records) >= 2,
@@ -475,7 +477,7 @@ async def test_wrong_password_is_reported_without_the_password(rabbit_url: str) 
             "password": "not-the-password-42",
         }
     )
-    b = RabbitBinder("badlogin", env)
+    b = BinderDriver(RabbitBinder("badlogin", env))
     loop = asyncio.get_running_loop()
     began = loop.time()
     with pytest.raises(ConnectError) as info:
@@ -622,8 +624,8 @@ async def test_returns_on_a_headers_exchange_blame_the_right_message(
     await got.wait_for(1)
     assert got.messages[0].headers["kind"] == "a"
     # Which one was blamed: the publisher reports failures by position.
-    rabbit = producer
-    assert isinstance(rabbit, RabbitProducer)
+    rabbit = producer.sink
+    assert isinstance(rabbit, RabbitSink)
     items = [(dest, m.payload, rabbit.properties(m.headers)) for m in batch]
-    failures = await rabbit._publisher.publish(rabbit.exchange, items, mandatory=True)
+    failures = await rabbit.publisher.publish(rabbit.exchange, items, mandatory=True)
     assert list(failures) == [1], failures

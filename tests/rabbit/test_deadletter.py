@@ -123,7 +123,10 @@ async def test_anonymous_failures_are_logged_and_dropped(
         await producer.send(mixed())
         await collector.wait_for(6)
         await eventually(lambda: "anonymous subscription" in caplog.text, "an error log")
-    assert "cannot handle bad" in caplog.text
+    # The exception's type is named; its text (which may quote the payload) stays out of
+    # logs above DEBUG.
+    assert "ValueError" in caplog.text
+    assert "cannot handle bad" not in caplog.text
 
 
 async def _depth_is(admin: Admin, queue: str, n: int) -> bool:

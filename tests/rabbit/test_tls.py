@@ -16,6 +16,7 @@ import yaml
 from binder_core.message import Message
 from binder_core.properties import ProducerProperties
 from binder_core.spi import ConsumerSpec, ProducerSpec
+from binder_core.testing.driver import BinderDriver
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.settings import RabbitEnvironment
 from tests.brokers import TlsFiles
@@ -73,7 +74,7 @@ async def test_round_trip_over_amqps(
     secret = tmp_path / "password"
     secret.write_text("guest\n")
     settings = _shapes(rabbit_amqps_address, tls_files, secret)[shape]
-    binder = RabbitBinder("secure", RabbitEnvironment.model_validate(settings))
+    binder = BinderDriver(RabbitBinder("secure", RabbitEnvironment.model_validate(settings)))
     await binder.start()
     try:
         assert "over TLS" in binder.connection.where
