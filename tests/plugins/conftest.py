@@ -81,11 +81,13 @@ async def new_binder(redis_env: Any, admin: Admin) -> AsyncIterator[Callable[...
     """Started Redis binders (as if in separate processes), all closed after the test."""
     from binder_redis.binder import RedisBinder
 
-    made: list[RedisBinder] = []
+    from binder_core.testing.driver import BinderDriver
 
-    async def make(**environment: Any) -> RedisBinder:
+    made: list[BinderDriver] = []
+
+    async def make(**environment: Any) -> BinderDriver:
         env = redis_env.model_copy(update=environment) if environment else redis_env
-        b = RedisBinder(f"redis-{len(made)}", env)
+        b = BinderDriver(RedisBinder(f"redis-{len(made)}", env))
         await b.start()
         made.append(b)
         return b

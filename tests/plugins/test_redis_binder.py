@@ -241,7 +241,7 @@ async def test_failures_are_dead_lettered_with_reason_and_origin(
 
     out = Collector(fail=fail)
     binding = await binder.consumer(ConsumerSpec("in", dest, "shop"), out)
-    assert binding.dlq_name == f"{dest}.shop.dlq"
+    assert binding.subscription.dlq_name == f"{dest}.shop.dlq"
     producer = await binder.producer(ProducerSpec("out", dest))
     await producer.send(
         [Message(f"m{i}".encode(), {"contentType": "text/plain", "n": i}) for i in range(5)]
@@ -454,7 +454,7 @@ async def _has_group(admin: Admin, dest: str, group: str) -> bool:
 
 
 async def test_start_fails_clearly_when_redis_is_unreachable(new_binder: NewBinder) -> None:
-    from binder_redis.binder import RedisUnavailableError
+    from binder_redis.client import RedisUnavailableError
 
     with pytest.raises(RedisUnavailableError, match=r"cannot reach Redis at 127\.0\.0\.1:1\b"):
         await new_binder(url=None, host="127.0.0.1", port=1, connection_timeout=1.0)
