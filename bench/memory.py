@@ -35,6 +35,7 @@ from bench.common import (
     sourced,
 )
 from bench.workload import CONTENT_TYPE, encoded, pool
+from binder_core.kit import bind_producer
 from binder_core.message import Message
 from binder_core.spi import ProducerSpec
 
@@ -111,7 +112,7 @@ class MemorySuite:
         probe.reset(n)
         data = encoded(size)
         async with running(app):
-            producer = await app.binders["memory"].producer(ProducerSpec("fill", dest))
+            producer = await bind_producer(app.binders["memory"], ProducerSpec("fill", dest))
             for start in range(0, n, 1000):
                 await producer.send(
                     [

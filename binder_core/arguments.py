@@ -55,21 +55,19 @@ def argument_maker(
         # Whatever a decoder or a plugin's converter raises (a RecursionError on deeply
         # nested input, an odd header value) is a conversion failure of this one message:
         # not retried, dead-lettered with the reason.
-        if isinstance(exc, ConversionError):
-            return exc
         if isinstance(exc, RecursionError):
             return ConversionError("payload nested too deeply to convert")
-        error = ConversionError(f"cannot convert the payload: {type(exc).__name__}: {exc}")
-        error.__cause__ = exc
-        return error
+        return ConversionError(f"cannot convert the payload: {type(exc).__name__}: {exc}")
 
     if info.wants_message:
 
         def with_headers(msg: Message[bytes]) -> Any:
             try:
                 return Message(decoder(msg)(msg.payload), msg.headers, msg.key, msg.partition)
+            except ConversionError:
+                raise
             except Exception as exc:
-                raise failure(exc)
+                raise failure(exc) from exc
 
         return with_headers
 
@@ -84,7 +82,9 @@ def argument_maker(
             except TypeError:
                 found = None
             return (found if found is not None else resolve(ct))(msg.payload)
+        except ConversionError:
+            raise
         except Exception as exc:
-            raise failure(exc)
+            raise failure(exc) from exc
 
     return argument

@@ -8,10 +8,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from binder_core.conversion import TEXT, Encoder, ToBytes, is_json, is_json_text, media_type
+from binder_core.errors import DeliveryError
 from binder_core.expression import compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
-from binder_core.errors import DeliveryError
 from binder_core.spi import Outbox, Sink
 
 #: The broker transaction the current consumer batch runs in, if any: set by the core's

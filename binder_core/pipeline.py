@@ -160,7 +160,9 @@ class Pipeline:
                         if value is not None:
                             add_output(to_wire(value))
                     else:
-                        values = run_sync(arg(msg)) if run_sync is not None else await apply(arg(msg))
+                        values = (
+                            run_sync(arg(msg)) if run_sync is not None else await apply(arg(msg))
+                        )
                         if values:
                             pending.extend([to_wire(v) for v in values])
                     add_outcome(None)
@@ -221,9 +223,7 @@ class Pipeline:
             await work.outbox.add(work.outputs)
         return work
 
-    async def _with_unreadable(
-        self, batch: Batch, unreadable: Any, transaction: Any
-    ) -> Work:
+    async def _with_unreadable(self, batch: Batch, unreadable: Any, transaction: Any) -> Work:
         """A batch holding messages the binder could not read: those fail as conversion
         errors without reaching the function; the others are processed as usual."""
         keep = [i for i in range(len(batch.messages)) if i not in unreadable]

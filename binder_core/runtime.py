@@ -178,9 +178,7 @@ class App:
             try:
                 await binding.start()
             except Exception as exc:
-                raise StartError(
-                    f"binding '{plan.name}' could not start consuming: {exc}"
-                ) from exc
+                raise StartError(f"binding '{plan.name}' could not start consuming: {exc}") from exc
 
     def _supplier_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -8,9 +8,9 @@ import logging
 import time
 from typing import Any
 
+from binder_core.calls import compose
 from binder_core.errors import DeliveryError
 from binder_core.functions import Definition
-from binder_core.calls import compose
 from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.properties import PollerProperties

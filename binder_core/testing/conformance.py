@@ -34,15 +34,15 @@ from typing import Any
 
 import pytest
 
+from binder_core.consumer import ConsumerBinding, Processor
 from binder_core.functions import Definition, inspect_function
+from binder_core.kit import bind_consumer, bind_producer
 from binder_core.message import Message
 from binder_core.output import Output
+from binder_core.pipeline import Pipeline
 from binder_core.plugins import load_plugins
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.retry import RetryPolicy
-from binder_core.consumer import ConsumerBinding, Processor
-from binder_core.kit import bind_consumer, bind_producer
-from binder_core.pipeline import Pipeline
 from binder_core.spi import (
     Binder,
     BindingState,
@@ -276,9 +276,7 @@ class Kit:
                 await binder.close()
 
 
-async def send_all(
-    producer: Output, messages: Sequence[Message[bytes]], batch: int = 200
-) -> None:
+async def send_all(producer: Output, messages: Sequence[Message[bytes]], batch: int = 200) -> None:
     """Send in batches, each confirmed before the next."""
     for i in range(0, len(messages), batch):
         await producer.send(messages[i : i + batch])

@@ -31,7 +31,7 @@ from binder_core.deadletter import (
 from binder_core.errors import DeliveryError
 from binders.kafka.headers import JSON_TYPES, merge_types
 from binders.kafka.producer import KafkaTransaction, ProducerSlot, publish
-from binders.kafka.provisioning import Provisioner, describe
+from binders.kafka.provisioning import Provisioner
 from binders.kafka.settings import KafkaConsumerProperties
 
 log = logging.getLogger(__name__)

@@ -451,7 +451,9 @@ class KafkaOutbox:
         Returns about how many more messages fill the batch being built, so the core's
         next slice ends about when that batch is full."""
         if self._sink.closed:
-            raise ProducerClosedError(f"cannot send to topic '{self._topic}': its producer is closed")
+            raise ProducerClosedError(
+                f"cannot send to topic '{self._topic}': its producer is closed"
+            )
         tag = len(self._sizes)
         self._sizes.append(len(messages))
         batches = self._batches
@@ -515,7 +517,9 @@ class KafkaSyncOutbox:
     async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
         sink = self._sink
         if sink.closed:
-            raise ProducerClosedError(f"cannot send to topic '{sink.topic}': its producer is closed")
+            raise ProducerClosedError(
+                f"cannot send to topic '{sink.topic}': its producer is closed"
+            )
         for record in to_records(messages):
             try:
                 await publish(
@@ -555,6 +559,10 @@ class KafkaSink:
         """An outbox for one batch of outputs; inside a consumer transaction of this
         binder, its records go through the transaction's producer (and a refusal aborts
         the transaction instead of replacing the producer)."""
+        if self.closed:
+            raise ProducerClosedError(
+                f"cannot send to topic '{self.topic}': its producer is closed"
+            )
         if isinstance(transaction, KafkaTransaction) and transaction.owner is self._owner:
             return KafkaOutbox(self, transaction.producer, None, transaction.limits)
         slot = self.slot

@@ -56,6 +56,8 @@ class MemorySink:
         self.closed = False
 
     def outbox(self, transaction: Any = None) -> MemoryOutbox:
+        if self.closed:
+            raise ProducerClosedError(f"producer for '{self.destination.name}' is closed")
         return MemoryOutbox(self)
 
     async def close(self) -> None:

@@ -29,7 +29,7 @@ from binders.rabbit.settings import RabbitProducerProperties
 class RabbitOutbox:
     """The outputs of one input batch for one exchange."""
 
-    __slots__ = ("_sink", "_sizes", "_tasks", "_refused")
+    __slots__ = ("_refused", "_sink", "_sizes", "_tasks")
 
     def __init__(self, sink: RabbitSink) -> None:
         self._sink = sink
@@ -108,6 +108,8 @@ class RabbitSink:
         self.route = router(spec.destination, ext, spec.properties.partition_count)
 
     def outbox(self, transaction: Any = None) -> RabbitOutbox:
+        if self.publisher.closed:
+            raise ProducerClosedError(f"cannot publish to exchange '{self.exchange}': closed")
         return RabbitOutbox(self)
 
     async def close(self) -> None:
@@ -161,5 +163,3 @@ def router(
         return str(key)
 
     return computed
-
-

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from binder_core.errors import DeliveryError, ProducerClosedError
-from binder_core.message import Message
-from binders.kafka.producer import KafkaProducer
+from binders.kafka.producer import KafkaSink
 
 
 class _Slot:
@@ -26,20 +25,18 @@ class _Slot:
         raise AssertionError("a closed producer renewed the client")
 
 
-async def test_send_and_stage_after_close_raise_at_once() -> None:
+async def test_an_outbox_after_close_raises_at_once() -> None:
     slot = _Slot()
 
     async def release() -> None:
         slot.released += 1
 
-    producer = KafkaProducer(object(), "orders", slot, sync=False, release=release)  # type: ignore[arg-type]
+    producer = KafkaSink(object(), "orders", slot, sync=False, release=release)  # type: ignore[arg-type]
     await producer.close()
     assert slot.released == 1
     for _ in range(3):
         with pytest.raises(ProducerClosedError, match="topic 'orders': its producer is closed"):
-            await producer.send([Message(b"x", {})])
-        with pytest.raises(ProducerClosedError):
-            producer.stage()
+            producer.outbox()
     await producer.close()  # closing twice is harmless
     assert slot.released == 1
     # Not a refusal of the message: the core must deliver its input again, not dead-letter it.

@@ -13,9 +13,9 @@ import pytest
 from binder_core.conversion import encoder_for, message_converters
 from binder_core.errors import DeliveryError
 from binder_core.functions import Definition, inspect_function
-from binder_core.pipeline import Pipeline
 from binder_core.message import Message
 from binder_core.output import Output
+from binder_core.pipeline import Pipeline
 from binder_core.properties import ProducerProperties
 from binder_core.retry import RetryPolicy
 from binder_core.spi import Batch, Outcome, ProducerSpec

@@ -168,7 +168,10 @@ class RedisSubscription:
                     if (key, p) not in self.streams:
                         await self.client.create_group(key, self.group, _EARLIEST)
                 log.info(
-                    "binding %s: '%s' now has %d partitions", self.name, self.spec.destination, known
+                    "binding %s: '%s' now has %d partitions",
+                    self.name,
+                    self.spec.destination,
+                    known,
                 )
                 self.partitions, self.streams = known, layout
                 self.layout += 1
@@ -201,8 +204,8 @@ class RedisSource:
         self.sub = subscription
         self.index = index
         ext = subscription.ext
-        self.label = subscription.name if subscription.concurrency == 1 else (
-            f"{subscription.name}#{index}"
+        self.label = (
+            subscription.name if subscription.concurrency == 1 else (f"{subscription.name}#{index}")
         )
         self.name = f"{subscription.consumer_base}:{index}".encode()
         self.link: Link = subscription.client.link(block_ms=ext.block)
@@ -322,9 +325,7 @@ class RedisSource:
         try:
             if self._interrupted:
                 return None
-            return await self.link.call(
-                *self._read_head, str(block).encode(), *self._read_tail
-            )
+            return await self.link.call(*self._read_head, str(block).encode(), *self._read_tail)
         finally:
             self.reading = False
 

@@ -31,7 +31,9 @@ class RedisOutbox:
     async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
         sink = self._sink
         if sink.closed:
-            raise ProducerClosedError(f"cannot send to '{sink.destination}': its producer is closed")
+            raise ProducerClosedError(
+                f"cannot send to '{sink.destination}': its producer is closed"
+            )
         self._tasks.append(asyncio.ensure_future(sink.send(sink.commands(messages))))
         return None
 
@@ -97,6 +99,10 @@ class RedisSink:
             self._idle.append(link)
 
     def outbox(self, transaction: Any = None) -> RedisOutbox:
+        if self.closed:
+            raise ProducerClosedError(
+                f"cannot send to '{self.destination}': its producer is closed"
+            )
         return RedisOutbox(self)
 
     async def close(self) -> None:
