@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from binder_core import app_config
+from binder_core import app_config, names
 from binder_core.config import AppConfig, load_config
 from binder_core.errors import BinderException, ConfigError, Problem, did_you_mean
 from binder_core.plugins import Registry, load_plugins
@@ -405,6 +405,17 @@ def _cli_binder(args: argparse.Namespace, registry: Registry, config: AppConfig)
         raise UsageError(f"no binder named '{name}'" + did_you_mean(name, config.stream.binders))
     type_name = config.instance_type(name)
     binder_type = registry.binder_types[type_name]
+    group = getattr(args, "group", None)
+    asked = [("destination", args.destination)]
+    if group is not None:
+        asked += [("group", group), ("subscription", f"{args.destination}.{group}")]
+    for kind, value in asked:
+        problem = names.ask(binder_type, kind, value)
+        if problem is not None:
+            what = "queue" if kind == "subscription" else kind
+            raise UsageError(
+                f"{what} {names.shown(value)} is not a valid {type_name} name: {problem}"
+            )
     env = config.environments.get(name) or binder_type.environment()
     binder = binder_type.factory(name, env)
     if Capability.CROSS_PROCESS not in binder.capabilities:
