@@ -282,10 +282,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _flatten(value: Any, prefix: str, out: list[tuple[str, Any]]) -> None:
+def _flatten(value: Any, prefix: tuple[str, ...], out: list[tuple[tuple[str, ...], Any]]) -> None:
+    # Paths stay tuples: a key may hold dots itself (configuration: {sasl.jaas.config: ..}).
     if isinstance(value, dict) and value:
         for k, v in value.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+            _flatten(v, (*prefix, str(k)), out)
     else:
         out.append((prefix, value))
 
@@ -321,15 +322,15 @@ def cmd_config(args: argparse.Namespace) -> int:
                 },
             }
     tree = {"stream": stream, **{k: v for k, v in layered.tree.items() if k != "stream"}}
-    rows: list[tuple[str, Any]] = []
-    _flatten(mask(tree), "", rows)
+    rows: list[tuple[tuple[str, ...], Any]] = []
+    _flatten(mask(tree), (), rows)
     print(f"# profiles: {', '.join(layered.profiles) or '(none)'}")
     print(f"# files: {', '.join(str(f) for f in layered.files) or '(none)'}")
-    width = max((len(k) for k, _ in rows), default=0)
-    for key, value in rows:
+    width = max((len(".".join(p)) for p, _ in rows), default=0)
+    for path, value in rows:
         shown = value if isinstance(value, str) else json.dumps(value)
-        source = layered.exact_source(key.split(".")) or "default"
-        print(f"{key.ljust(width)} = {shown:<24} # {source}")
+        source = layered.exact_source(path) or "default"
+        print(f"{'.'.join(path).ljust(width)} = {shown:<24} # {source}")
     return EXIT_OK
 
 

@@ -263,6 +263,9 @@ def test_config_masks_secrets_in_every_form(tmp_path: Path) -> None:
     assert "AMQP://bob:******@h" in lines["myapp.other"]
     assert "/run/secrets/pw" in lines["myapp.password-file"]  # the path, never the contents
     assert "SASL_SSL" in lines["stream.binders.k.environment.configuration.security.protocol"]
+    # a key holding dots still finds its source
+    jaas = lines["stream.binders.k.environment.configuration.sasl.jaas.config"]
+    assert jaas.endswith("application.yaml:8"), jaas
     for key in (
         "myapp.sasl.jaas.config",
         "myapp.ssl-key-password",
