@@ -265,7 +265,7 @@ def test_config_masks_secrets_in_every_form(tmp_path: Path) -> None:
     assert "SASL_SSL" in lines["stream.binders.k.environment.configuration.security.protocol"]
     # a key holding dots still finds its source
     jaas = lines["stream.binders.k.environment.configuration.sasl.jaas.config"]
-    assert jaas.endswith("application.yaml:8"), jaas
+    assert jaas.endswith("application.yaml:7"), jaas
     for key in (
         "myapp.sasl.jaas.config",
         "myapp.ssl-key-password",
