@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from binder_core import app_config
+from binder_core import app_config, names
 from binder_core.config import AppConfig, load_config
 from binder_core.errors import BinderException, ConfigError, Problem, did_you_mean
 from binder_core.plugins import Registry, load_plugins
@@ -282,10 +282,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _flatten(value: Any, prefix: str, out: list[tuple[str, Any]]) -> None:
+def _flatten(value: Any, prefix: tuple[str, ...], out: list[tuple[tuple[str, ...], Any]]) -> None:
+    # Paths stay tuples: a key may hold dots itself (configuration: {sasl.jaas.config: ..}).
     if isinstance(value, dict) and value:
         for k, v in value.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+            _flatten(v, (*prefix, str(k)), out)
     else:
         out.append((prefix, value))
 
@@ -321,15 +322,15 @@ def cmd_config(args: argparse.Namespace) -> int:
                 },
             }
     tree = {"stream": stream, **{k: v for k, v in layered.tree.items() if k != "stream"}}
-    rows: list[tuple[str, Any]] = []
-    _flatten(mask(tree), "", rows)
+    rows: list[tuple[tuple[str, ...], Any]] = []
+    _flatten(mask(tree), (), rows)
     print(f"# profiles: {', '.join(layered.profiles) or '(none)'}")
     print(f"# files: {', '.join(str(f) for f in layered.files) or '(none)'}")
-    width = max((len(k) for k, _ in rows), default=0)
-    for key, value in rows:
+    width = max((len(".".join(p)) for p, _ in rows), default=0)
+    for path, value in rows:
         shown = value if isinstance(value, str) else json.dumps(value)
-        source = layered.exact_source(key.split(".")) or "default"
-        print(f"{key.ljust(width)} = {shown:<24} # {source}")
+        source = layered.exact_source(path) or "default"
+        print(f"{'.'.join(path).ljust(width)} = {shown:<24} # {source}")
     return EXIT_OK
 
 
@@ -405,6 +406,17 @@ def _cli_binder(args: argparse.Namespace, registry: Registry, config: AppConfig)
         raise UsageError(f"no binder named '{name}'" + did_you_mean(name, config.stream.binders))
     type_name = config.instance_type(name)
     binder_type = registry.binder_types[type_name]
+    group = getattr(args, "group", None)
+    asked = [("destination", args.destination)]
+    if group is not None:
+        asked += [("group", group), ("subscription", f"{args.destination}.{group}")]
+    for kind, value in asked:
+        problem = names.ask(binder_type, kind, value)
+        if problem is not None:
+            what = "queue" if kind == "subscription" else kind
+            raise UsageError(
+                f"{what} {names.shown(value)} is not a valid {type_name} name: {problem}"
+            )
     env = config.environments.get(name) or binder_type.environment()
     binder = binder_type.factory(name, env)
     if Capability.CROSS_PROCESS not in binder.capabilities:

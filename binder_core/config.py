@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from binder_core.config_sources import Layered, load
 from binder_core.errors import ConfigError, Problem, closest, did_you_mean
+from binder_core.names import binding_name_problems
 from binder_core.properties import (
     BindingProperties,
     Props,
@@ -179,6 +180,7 @@ def validate(
 
     _implicit_instances(config)
     _check_instances(config, type_raw, layered, problems)
+    _check_names(config, problems)
     if problems:
         raise ConfigError(problems)
     return config
@@ -210,9 +212,20 @@ def _valid_parts(raw: Mapping[str, Any]) -> StreamProperties:
         try:
             StreamProperties.model_validate({key: value})
         except ValidationError:
+            if canonical(key) in ("bindings", "binders") and isinstance(value, dict):
+                # Keep the entries that are valid, so their names are still checked.
+                good[key] = {k: v for k, v in value.items() if _valid({key: {k: v}})}
             continue
         good[key] = value
     return StreamProperties.model_validate(good)
+
+
+def _valid(raw: Mapping[str, Any]) -> bool:
+    try:
+        StreamProperties.model_validate(raw)
+    except ValidationError:
+        return False
+    return True
 
 
 def _section(tree: Mapping[str, Any], name: str) -> Any:
@@ -352,6 +365,29 @@ def _check_instances(
                     layered.source_of(path),
                 )
             )
+
+
+def _check_names(config: AppConfig, problems: list[Problem]) -> None:
+    """The names each configured binding will create, against its binder type's rules
+    (the bindings only a function defines are checked when the app is planned)."""
+    for name in config.stream.bindings:
+        props = config.binding(name)
+        instance = config.stream.binders.get(props.binder or config.default_binder)
+        binder_type = config.types.get(instance.type) if instance is not None else None
+        if binder_type is None:
+            continue  # reported above
+        extension = config.extension(binder_type.name, name)
+        problems.extend(
+            binding_name_problems(
+                binder_type,
+                config.layered,
+                name,
+                props.destination,
+                group=props.group,
+                required_groups=props.producer.required_groups,
+                dlq_name=getattr(getattr(extension, "consumer", None), "dlq_name", None),
+            )
+        )
 
 
 def _problems(

@@ -13,6 +13,7 @@ from binder_core.conversion import is_json, media_type
 from binder_core.errors import ConfigError, Problem, closest
 from binder_core.expression import ExpressionError, compile_expression
 from binder_core.functions import Definition, resolve_definition
+from binder_core.names import binding_name_problems
 from binder_core.properties import BindingProperties, canonical
 from binder_core.spi import Converter
 
@@ -163,6 +164,21 @@ def _check(plan: BindingPlan, config: AppConfig, converters: dict[str, Converter
         except ExpressionError as exc:
             path = (*base, "producer", "partition-key-expression")
             out.append(Problem(".".join(path), str(exc), layered.source_of(path)))
+    binder_type = config.types.get(plan.binder_type)
+    if binder_type is not None:
+        consumer = getattr(plan.extension, "consumer", None)
+        incoming = plan.direction == "in"
+        out.extend(
+            binding_name_problems(
+                binder_type,
+                layered,
+                plan.name,
+                plan.properties.destination,
+                group=plan.group if incoming else None,
+                required_groups=() if incoming else plan.properties.producer.required_groups,
+                dlq_name=getattr(consumer, "dlq_name", None) if incoming else None,
+            )
+        )
     if plan.binder not in config.stream.binders:
         path = (*base, "binder")
         out.append(

@@ -67,8 +67,10 @@ def mask_text(text: str) -> str:
 
 def mask(value: Any, key: str = "", inherited: bool = False) -> Any:
     """A copy of a configuration tree with secret values replaced by a mask; everything
-    below a secret key (``sasl: {jaas: {config: ...}}``) is masked too."""
-    secret = inherited or bool(key and is_secret(key))
+    below a secret key (``sasl: {jaas: {config: ...}}``) is masked too, except keys that
+    say where a secret is (``sasl: {password-file: ...}``) or which mechanism is used."""
+    location = bool(key) and bool(_LOCATION.search(canonical(str(key))))
+    secret = (inherited and not location) or bool(key and is_secret(key))
     if isinstance(value, dict):
         return {k: mask(v, str(k), secret) for k, v in value.items()}
     if isinstance(value, list | tuple):

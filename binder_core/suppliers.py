@@ -1,5 +1,14 @@
 """Driving suppliers: polled functions and (async) generators, sending what they produce
-in batches formed while the previous batch is being confirmed."""
+in batches formed while the previous batch is being confirmed.
+
+A supplier goes on whatever one value does. A value the functions composed after it
+(``tick|check``) fail on is retried with ``SUPPLIER_RETRY``, then given up; a value that
+cannot be encoded is given up at once; a polled supplier that raises is polled again at
+the next ``fixed-delay``. Each is logged as an ERROR naming the binding and the exception
+type (its text, which may quote data, only at DEBUG). Nothing is dead-lettered: a supplier
+has no input to hand back, as in Spring, where a failing poll goes to the error channel
+and is logged. Only a generator that raises ends, since a generator cannot go on.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +18,19 @@ import time
 from typing import Any
 
 from binder_core.calls import compose
-from binder_core.errors import DeliveryError
+from binder_core.errors import ConversionError, DeliveryError
 from binder_core.functions import Definition
 from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.properties import PollerProperties
+from binder_core.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+#: Retries of the functions composed after a supplier, for one value it produced. A
+#: supplier has no consumer binding whose retry settings could apply; these are the
+#: consumer defaults (3 attempts, 1 s back-off doubling up to 10 s).
+SUPPLIER_RETRY = RetryPolicy()
 
 MAX_BATCH = 256
 _LINGER = 0.005  # a sync generator's values wait at most this long to join a batch
@@ -31,13 +46,25 @@ class BatchingSender:
         self._buffer: list[Message[bytes]] = []
         self._flushing: asyncio.Task[None] | None = None
         self.lost = 0
+        #: Values that could not be made into messages (encoding, partition key).
+        self.unsendable = 0
 
     async def add(self, values: list[Any]) -> None:
-        """Queue values for sending; wait while too many are unconfirmed."""
-        # One by one, so that values before one that cannot be encoded are still sent.
-        message, buffer = self._output.message, self._buffer
-        for value in values:
-            buffer.append(message(value))
+        """Queue values for sending; wait while too many are unconfirmed. A value that
+        cannot be made into a message is logged and skipped; the others go on."""
+        message = self._output.message
+        try:
+            made = [message(value) for value in values]
+        except Exception:
+            # One by one, so that only the values that cannot be sent are left out.
+            made = []
+            for value in values:
+                try:
+                    made.append(message(value))
+                except Exception as exc:
+                    self.unsendable += 1
+                    _log_given_up(self._output.binding, "cannot be sent", exc, 1)
+        self._buffer.extend(made)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
         elif len(self._buffer) >= self._max:
@@ -51,6 +78,7 @@ class BatchingSender:
             await self._flush()
 
     async def _flush(self) -> None:
+        # Never raises: a supplier must outlive a batch the broker would not take.
         while self._buffer:
             batch, self._buffer = self._buffer[: self._max], self._buffer[self._max :]
             for attempt in range(1, 6):
@@ -59,24 +87,55 @@ class BatchingSender:
                     break
                 except DeliveryError as exc:
                     if attempt == 5:
-                        self.lost += len(batch)
-                        log.error(
-                            "binding %s: %d messages could not be delivered: %s",
-                            self._output.binding,
-                            len(batch),
-                            exc,
-                        )
+                        self._lose(batch, exc)
                     else:
                         await asyncio.sleep(0.1 * 2**attempt)
+                except Exception as exc:  # a closed producer: trying again cannot help
+                    self._lose(batch, exc)
+                    break
+
+    def _lose(self, batch: list[Message[bytes]], exc: Exception) -> None:
+        self.lost += len(batch)
+        log.error(
+            "binding %s: %d messages could not be delivered: %s: %s",
+            self._output.binding,
+            len(batch),
+            type(exc).__name__,
+            exc,
+        )
+
+
+def _log_given_up(binding: str, what: str, exc: BaseException, attempts: int) -> None:
+    """One ERROR line per value given up: the binding and the exception type; the text,
+    which may quote the value, at DEBUG (a ConversionError's text never does)."""
+    reason = (
+        f"{type(exc).__name__}: {exc}" if isinstance(exc, ConversionError) else (type(exc).__name__)
+    )
+    log.error(
+        "binding %s: a supplied value %s after %d attempt%s (%s); the supplier goes on",
+        binding,
+        what,
+        attempts,
+        "" if attempts == 1 else "s",
+        reason,
+    )
+    log.debug("binding %s: the value failed with %r", binding, exc, exc_info=exc)
 
 
 class SupplierRunner:
     """Runs one supplier definition until it is exhausted or the app stops."""
 
-    def __init__(self, definition: Definition, output: Output, poller: PollerProperties) -> None:
+    def __init__(
+        self,
+        definition: Definition,
+        output: Output,
+        poller: PollerProperties,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.definition = definition
         self._output = output
         self._poller = poller
+        self._policy = policy or SUPPLIER_RETRY
         self._stopping = asyncio.Event()
         self._sender = BatchingSender(output)
         first = definition.first
@@ -85,6 +144,8 @@ class SupplierRunner:
         )
         self._rest = compose(rest, blocking=False) if rest is not None else None
         self._first = first
+        #: Values given up: the composed functions kept failing on them.
+        self.failed = 0
 
     def stop(self) -> None:
         """Ask the supplier to stop after the value it is producing."""
@@ -105,13 +166,40 @@ class SupplierRunner:
                 await self._from_async_generator()
             else:
                 await self._polled()
+        except Exception as exc:
+            # Only a generator gets here: it cannot be resumed once it raised.
+            log.error(
+                "supplier %s (binding %s) ended: its generator raised %s; what it made "
+                "before is sent",
+                self.definition.name,
+                self._output.binding,
+                type(exc).__name__,
+            )
+            log.debug("supplier %s raised %r", self.definition.name, exc, exc_info=exc)
         finally:
             await self._sender.drain()
+
+    async def _through(self, value: Any) -> list[Any]:
+        """What the functions composed after the supplier make of ``value``: retried with
+        the supplier policy, then given up (``[]``) and logged."""
+        assert self._rest is not None
+        attempt = 1
+        while True:
+            try:
+                return await self._rest(value)
+            except Exception as exc:
+                if not self._policy.should_retry(exc, attempt) or await self._wait(
+                    self._policy.delay(attempt)
+                ):
+                    self.failed += 1
+                    _log_given_up(self._output.binding, "was given up", exc, attempt)
+                    return []
+                attempt += 1
 
     async def _emit(self, value: Any) -> None:
         if value is None:
             return
-        values = [value] if self._rest is None else await self._rest(value)
+        values = [value] if self._rest is None else await self._through(value)
         if values:
             await self._sender.add(values)
 
@@ -128,7 +216,7 @@ class SupplierRunner:
                     if rest is None:
                         chunk.append(value)
                     else:
-                        chunk.extend(await rest(value))
+                        chunk.extend(await self._through(value))
                 # The clock is read every 16 values: a value takes microseconds at least.
                 if len(chunk) >= MAX_BATCH or (
                     not made & 15 and time.monotonic() - started > _LINGER
@@ -165,9 +253,15 @@ class SupplierRunner:
                 try:
                     value = await fn() if is_async else fn()
                 except Exception as exc:
+                    # Tolerated: polled again after the delay.
                     log.error(
-                        "supplier %s failed: %s: %s", self.definition.name, type(exc).__name__, exc
+                        "supplier %s (binding %s) raised %s; polling again in %.3fs",
+                        self.definition.name,
+                        self._output.binding,
+                        type(exc).__name__,
+                        delay,
                     )
+                    log.debug("supplier %s raised %r", self.definition.name, exc, exc_info=exc)
                     break
                 await self._emit(value)
             if await self._wait(delay):

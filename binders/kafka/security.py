@@ -95,12 +95,6 @@ class Security:
             out["sasl_plain_password"] = self.password
         return out
 
-    def describe(self) -> str:
-        """For logs and errors: the protocol and login, never the password."""
-        if self.sasl:
-            return f"{self.protocol}, {self.mechanism} as '{self.username}'"
-        return self.protocol
-
 
 class _Sources:
     """Where each setting came from, to report a value given twice and to name the key to

@@ -19,6 +19,37 @@ from binders.rabbit.settings import (
     RabbitProducerProperties,
 )
 
+#: AMQP 0-9-1 short strings: exchange and queue names are at most 255 bytes (UTF-8).
+MAX_NAME_BYTES = 255
+#: What the binder appends to a group's queue for its dead-letter queue.
+DLQ_SUFFIX = ".dlq"
+
+
+def check_name(kind: str, name: str) -> str | None:
+    """RabbitMQ's naming rules, checked at configuration load: exchange and queue names
+    are at most 255 UTF-8 bytes, which includes a group's queue ``<destination>.<group>``
+    and its dead-letter queue ``<destination>.<group>.dlq``."""
+    size = len(name.encode("utf-8", "replace"))
+    if kind == "destination":
+        if not name:
+            return "an exchange name cannot be empty (that is the broker's default exchange)"
+        if size > MAX_NAME_BYTES:
+            return f"it is {size:,} bytes in UTF-8; RabbitMQ allows at most {MAX_NAME_BYTES}"
+    elif kind == "group":
+        if not name:
+            return "a group cannot be empty (leave group out for an anonymous subscription)"
+        if size > MAX_NAME_BYTES:
+            return f"it is {size:,} bytes in UTF-8; RabbitMQ allows at most {MAX_NAME_BYTES}"
+    elif kind == "subscription":
+        dlq = size + len(DLQ_SUFFIX)
+        if dlq > MAX_NAME_BYTES:
+            return (
+                f"with its dead-letter queue '<queue>{DLQ_SUFFIX}' that is {dlq:,} bytes in "
+                f"UTF-8; RabbitMQ allows at most {MAX_NAME_BYTES} (shorten the destination "
+                "or the group)"
+            )
+    return None
+
 
 def _create(name: str, environment: Any) -> Binder:
     from binders.rabbit.binder import RabbitBinder
@@ -37,6 +68,7 @@ def binder_types() -> list[BinderType]:
             consumer=RabbitConsumerProperties,
             producer=RabbitProducerProperties,
             description="RabbitMQ (pika): exchanges, group queues, DLQs, publisher confirms",
+            check_name=check_name,
         )
     ]
 

@@ -263,6 +263,9 @@ def test_config_masks_secrets_in_every_form(tmp_path: Path) -> None:
     assert "AMQP://bob:******@h" in lines["myapp.other"]
     assert "/run/secrets/pw" in lines["myapp.password-file"]  # the path, never the contents
     assert "SASL_SSL" in lines["stream.binders.k.environment.configuration.security.protocol"]
+    # a key holding dots still finds its source
+    jaas = lines["stream.binders.k.environment.configuration.sasl.jaas.config"]
+    assert jaas.endswith("application.yaml:7"), jaas
     for key in (
         "myapp.sasl.jaas.config",
         "myapp.ssl-key-password",
@@ -436,3 +439,15 @@ def test_two_providers_of_a_binder_type_are_listed_and_refused_until_chosen(
     impostor = binder(*run, "--set", "stream.binder-types.kafka=evil-binder", env=env)
     assert impostor.returncode == 1
     assert "the evil-binder kafka type was used" in impostor.stderr
+
+
+def test_send_to_a_name_the_broker_would_refuse_stops_before_connecting() -> None:
+    started = time.perf_counter()
+    result = binder(
+        "send", "d" * 300, "x", "--profile", "rabbit",
+        "--set", "stream.binders.rabbit.environment.port=1",  # nothing listens there
+    )  # fmt: skip
+    assert time.perf_counter() - started < 30
+    assert result.returncode == 2
+    assert "is not a valid rabbit name: it is 300 bytes in UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr and "d" * 100 not in result.stderr

@@ -75,8 +75,13 @@ def test_mask_covers_nested_keys_below_a_secret_and_keeps_paths() -> None:
         "password-file": "/run/secrets/pw",
         "urls": ["redis://:hunter2@h"],
     }
+    tree["kafka"] = {
+        "sasl": {"mechanism": "SCRAM-SHA-512", "password": "hunter2", "password-file": "/pw"}
+    }
     masked = mask(tree)
     assert "hunter2" not in repr(masked)
+    assert masked["kafka"]["sasl"]["password-file"] == "/pw"
+    assert masked["kafka"]["sasl"]["mechanism"] == "SCRAM-SHA-512"
     assert masked["configuration"]["security.protocol"] == "SASL_SSL"
     assert masked["sasl"]["jaas"]["config"] == MASK
     assert masked["password-file"] == "/run/secrets/pw"

@@ -17,6 +17,26 @@ from binder_redis.settings import (
     RedisProducerProperties,
 )
 
+#: UTF-8 bytes of a destination or group name. Redis keys are binary-safe up to 512 MB,
+#: but every entry and every claim carries the key and group: a sane bound keeps a
+#: mistaken (or hostile) name from costing memory on every command.
+MAX_NAME_BYTES = 1024
+
+
+def check_name(kind: str, name: str) -> str | None:
+    """The Redis binder's naming rules: stream keys and group names are not empty and at
+    most 1,024 UTF-8 bytes."""
+    if kind not in ("destination", "group"):
+        return None
+    if not name:
+        if kind == "group":
+            return "a group cannot be empty (leave group out for an anonymous subscription)"
+        return "a stream name cannot be empty"
+    size = len(name.encode("utf-8", "replace"))
+    if size > MAX_NAME_BYTES:
+        return f"it is {size:,} bytes in UTF-8; the Redis binder takes at most {MAX_NAME_BYTES:,}"
+    return None
+
 
 def _create(name: str, environment: Any) -> Binder:
     from binder_redis.binder import RedisBinder
@@ -35,5 +55,6 @@ def binder_types() -> list[BinderType]:
             consumer=RedisConsumerProperties,
             producer=RedisProducerProperties,
             description="Redis Streams (redis-py): consumer groups, claims, DLQ streams",
+            check_name=check_name,
         )
     ]
