@@ -21,6 +21,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ValidationError
@@ -32,14 +33,16 @@ from binder_core.secrets import is_secret, mask_repr
 
 M = TypeVar("M", bound=BaseModel)
 
-_current: Layered | None = None
+#: The configuration ``app_settings`` reads: per task, so that two apps in one process (a
+#: test, a process serving two pipelines) each read their own. An app's tasks inherit it
+#: from where the app was started.
+_CURRENT: ContextVar[Layered | None] = ContextVar("binder_app_config", default=None)
 
 
 def use(layered: Layered | None) -> None:
-    """Make ``layered`` the configuration ``app_settings`` reads (the command line does
-    this before it imports the app module)."""
-    global _current
-    _current = layered
+    """Make ``layered`` the configuration ``app_settings`` reads here and in the tasks
+    started from here (the command line does this before it imports the app module)."""
+    _CURRENT.set(layered)
 
 
 def app_settings(section: str, model: type[M]) -> M:
@@ -48,7 +51,7 @@ def app_settings(section: str, model: type[M]) -> M:
     Raises ``ConfigError`` naming the key, its source and the problem, so a bad setting
     stops start-up like any other configuration error.
     """
-    layered = _current
+    layered = _CURRENT.get()
     if layered is None:
         layered, found = load(None)
         if found:

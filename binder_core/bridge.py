@@ -7,17 +7,33 @@ import asyncio
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
+from binder_core.config import AppConfig
 from binder_core.errors import BinderException, did_you_mean
 from binder_core.limits import DESTINATION_NAME_BYTES
 from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.plan import plan_binding
+from binder_core.plugins import Registry
 from binder_core.properties import canonical
 
-if TYPE_CHECKING:
-    from binder_core.runtime import App
+#: The bridge of the app whose task is running: an app's tasks inherit it from where the
+#: app was started, so two apps in one process each send through their own.
+_CURRENT: ContextVar[StreamBridge | None] = ContextVar("binder_stream_bridge", default=None)
+
+
+class Host(Protocol):
+    """What the bridge needs of the app it belongs to."""
+
+    config: AppConfig
+    registry: Registry
+    outputs_by_name: dict[str, Output]
+    force_binder: str | None
+
+    async def bind_output(self, name: str, dynamic: bool = False) -> Output:
+        """Bind an output for ``name`` on first use."""
 
 
 class StreamBridge:
@@ -32,19 +48,28 @@ class StreamBridge:
     then the binder type's naming rules.
     """
 
-    _current: StreamBridge | None = None
-
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Host) -> None:
         self._app = app
         self._dynamic: OrderedDict[str, Output] = OrderedDict()
         self._lock = asyncio.Lock()
 
     @classmethod
     def current(cls) -> StreamBridge:
-        """The bridge of the app running in this process."""
-        if cls._current is None:
-            raise BinderException("no binder app is running in this process")
-        return cls._current
+        """The bridge of the running app: the one whose function, supplier or task calls
+        (or, from other code, the app started last in this task)."""
+        bridge = _CURRENT.get()
+        if bridge is None:
+            raise BinderException("no binder app is running here")
+        return bridge
+
+    def use(self) -> None:
+        """Make this the bridge ``current`` returns here and in tasks started from here."""
+        _CURRENT.set(self)
+
+    def release(self) -> None:
+        """Stop being the current bridge here (the app stopped)."""
+        if _CURRENT.get() is self:
+            _CURRENT.set(None)
 
     async def send(self, name: str, value: Any, headers: Mapping[str, Any] | None = None) -> None:
         """Send ``value`` and return once the broker confirmed it."""
@@ -89,7 +114,7 @@ class StreamBridge:
     def _check_with_binder(self, name: str) -> None:
         """The naming rules of the binder type the destination would be created on."""
         app = self._app
-        plan = plan_binding(app.config, name, "out", "", getattr(app, "_force_binder", None))
+        plan = plan_binding(app.config, name, "out", "", app.force_binder)
         binder_type = app.registry.binder_types.get(plan.binder_type)
         check = binder_type.check_name if binder_type is not None else None
         problem = check("destination", plan.destination) if check is not None else None

@@ -9,6 +9,7 @@ import logging
 import signal
 from types import ModuleType
 
+from binder_core import app_config
 from binder_core.bridge import StreamBridge
 from binder_core.config import AppConfig
 from binder_core.consumer import ConsumerBinding
@@ -48,7 +49,7 @@ class App:
         self.config = config
         self.registry = registry
         self.plan: AppPlan = make_plan(config, module, registry.converters, force_binder)
-        self._force_binder = force_binder
+        self.force_binder = force_binder
         self.binders: dict[str, Binder] = {}
         self.outputs: dict[str, Output] = {}  # definition name -> output
         self.outputs_by_name: dict[str, Output] = {}  # canonical binding name -> output
@@ -56,8 +57,9 @@ class App:
         self._pipelines: list[Pipeline] = []
         self._binder_of: dict[str, str] = {}  # binding name -> binder name
         self._suppliers: list[tuple[SupplierRunner, asyncio.Task[None]]] = []
-        self.bridge: StreamBridge | None = None
-        self._dynamic_outputs: list[Output] = []
+        #: This app's own ``StreamBridge`` (made at once, so that it is the current one in
+        #: every task the app starts: two apps in one process each have their own).
+        self.bridge = StreamBridge(self)
 
     async def start(self) -> None:
         """Start binders, bind producers, then consumers, then suppliers."""
@@ -67,6 +69,9 @@ class App:
     async def bind(self) -> None:
         """Start binders, bind producers, then consumers; suppliers wait for
         ``start_suppliers`` (tests attach their probes in between)."""
+        # What this app's tasks (consumers, suppliers) inherit: its bridge and settings.
+        self.bridge.use()
+        app_config.use(self.config.layered)
         try:
             for name in sorted(self.plan.binders()):
                 await self._binder(name)
@@ -74,8 +79,6 @@ class App:
                 self.outputs[plan.definition] = await self._bind_output(plan)
             for plan in self.plan.bridge.values():
                 await self._bind_output(plan)
-            self.bridge = StreamBridge(self)
-            StreamBridge._current = self.bridge
             for definition in self.plan.definitions:
                 if definition.name in self.plan.inputs:
                     await self._bind_input(self.plan.inputs[definition.name])
@@ -133,7 +136,7 @@ class App:
 
     async def bind_output(self, name: str, dynamic: bool = False) -> Output:
         """Bind an output for ``name`` on first use (``StreamBridge``)."""
-        plan = plan_binding(self.config, name, "out", "", self._force_binder)
+        plan = plan_binding(self.config, name, "out", "", self.force_binder)
         output = await self._bind_output(plan)
         if dynamic:
             self.outputs_by_name.pop(canonical(plan.name), None)  # the bridge's cache owns it
@@ -209,10 +212,8 @@ class App:
                 await pipeline.close()
             except Exception as exc:
                 log.error("binding %s: stream function did not finish: %s", pipeline.binding, exc)
-        if self.bridge is not None:
-            await self.bridge.close()
-            if StreamBridge._current is self.bridge:
-                StreamBridge._current = None
+        await self.bridge.close()
+        self.bridge.release()
         for output in self.outputs_by_name.values():
             try:
                 await output.close()

@@ -29,18 +29,34 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from binder_core.message import Message
 from binder_core.spi import Batch, ConsumerSpec, Disconnected, Permanent
+from binders.kafka.clients import ClientConfig
 from binders.kafka.deadletter import DeadLetters
 from binders.kafka.headers import decoded
-from binders.kafka.producer import KafkaTransaction, Limits
-from binders.kafka.provisioning import describe
-from binders.kafka.settings import KafkaConsumerProperties
+from binders.kafka.producer import KafkaTransaction, Limits, ProducerSlot
+from binders.kafka.provisioning import Provisioner, describe
+from binders.kafka.settings import KafkaConsumerProperties, KafkaEnvironment
 
-if TYPE_CHECKING:
-    from binders.kafka.binder import KafkaBinder
+
+class KafkaHost(Protocol):
+    """What a subscription needs of its binder."""
+
+    name: str
+    environment: KafkaEnvironment
+    clients: ClientConfig
+    provisioner: Provisioner
+
+    async def dead_letter_slot(self) -> ProducerSlot:
+        """The producer dead letters go through."""
+
+    async def transactional_client(
+        self, binding: KafkaSubscription, index: int
+    ) -> tuple[Any, Limits]:
+        """A started transactional producer for one consumer, and its limits."""
+
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +128,7 @@ class KafkaSubscription:
 
     def __init__(
         self,
-        binder: KafkaBinder,
+        binder: KafkaHost,
         spec: ConsumerSpec,
         ext: KafkaConsumerProperties,
         client_config: dict[str, Any],
