@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from binder_core.errors import BinderException
 from binders.kafka.clients import ClientConfig
+from binders.kafka.internals import config_entries
 from binders.kafka.settings import KafkaEnvironment, KafkaTopicProperties
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,9 @@ class Provisioner:
         except (KafkaError, OSError, ProvisioningError) as exc:
             log.debug("cannot read max.message.bytes of %s: %s", topic, describe(exc))
             return None
-        for response in responses:
-            for res in response.resources:
-                for entry in res[4]:
-                    if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
-                        return int(entry[1])
+        for name, value in config_entries(responses):
+            if name == "max.message.bytes" and str(value).isdigit():
+                return int(value)
         return None
 
     async def ensure_topic(

@@ -25,7 +25,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
 from binder_core.errors import BinderException
-from binders.rabbit.adapter import CoalescingConnection
+from binders.rabbit.internals import CoalescingConnection
 from binders.rabbit.parameters import describe, parameters, tls_failure
 from binders.rabbit.settings import RabbitEnvironment
 

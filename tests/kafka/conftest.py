@@ -51,8 +51,12 @@ class Kit:
         self.names.append(name)
         return name
 
-    async def create(self, topic: str, partitions: int = 1) -> None:
-        response = await self.admin.create_topics([NewTopic(topic, partitions, 1)])
+    async def create(
+        self, topic: str, partitions: int = 1, configs: dict[str, str] | None = None
+    ) -> None:
+        response = await self.admin.create_topics(
+            [NewTopic(topic, partitions, 1, topic_configs=configs or {})]
+        )
         for entry in response.topic_errors:
             assert entry[1] == 0, entry
 

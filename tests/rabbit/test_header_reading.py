@@ -18,7 +18,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pika import BasicProperties
 
-from binders.rabbit.adapter import CoalescingConnection
 from binders.rabbit.headers import (
     MAX_DEPTH,
     MAX_HEADERS,
@@ -32,6 +31,7 @@ from binders.rabbit.headers import (
     read_table,
     unreadable,
 )
+from binders.rabbit.internals import CoalescingConnection
 from tests.rabbit.frames import nested, properties, short, table, wide
 
 

@@ -1,9 +1,12 @@
-"""pika's asyncio connection, adapted: one socket write per loop iteration, and content
-headers read by us (floating point values right, crafted tables harmless).
+"""The one place the RabbitMQ binder reaches below pika's public API (quarantined here,
+and checked by tests/rabbit/test_internals.py, which names the attribute a pika release
+removed): pika's asyncio connection, adapted to write each loop iteration's frames in one
+go and to read content headers with our own bounded reader (floating point values right,
+crafted tables harmless).
 
-Both overrides sit on pika's adapter seam (``_adapter_emit_data``, the method an I/O adapter
-implements to send bytes, and ``_read_frame``); pika is pinned below 2 and this was measured
-and tested with pika 1.4.
+The overrides sit on pika's adapter seam: ``_adapter_emit_data`` (the method an I/O adapter
+implements to send bytes) and ``_read_frame``, with the connection's ``_frame_buffer`` and
+``_transport``. pika is pinned below 2; this was measured and tested with pika 1.4.
 """
 
 from __future__ import annotations
