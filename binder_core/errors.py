@@ -62,10 +62,6 @@ class ProducerClosedError(BinderException):
     rather than dead-lettered."""
 
 
-class BinderUnavailableError(BinderException):
-    """A binder type is not installed, or its plugin failed to load."""
-
-
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The choice nearest to ``word``, if any is near enough to be a likely typo."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -6,7 +6,6 @@ working, so one broken package cannot take every app down.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -212,8 +211,3 @@ def _core_info() -> PluginInfo:
         return PluginInfo("core", "binder", metadata.version("binder"))
     except metadata.PackageNotFoundError:
         return PluginInfo("core", "binder", "source")
-
-
-def import_module(name: str) -> ModuleType:
-    """Import an app module by dotted name (kept here so the CLI and tests share it)."""
-    return importlib.import_module(name)

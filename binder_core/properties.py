@@ -167,14 +167,6 @@ class StreamProperties(Props):
     _keys = field_validator("bindings", "binders", mode="before")(_canonical_keys)
 
 
-class BinderTypeSection(Props):
-    """Shape of ``stream.<type>``; the plugin's models replace the ``Any`` parts."""
-
-    binder: dict[str, Any] = Field(default_factory=dict)
-    bindings: dict[str, Any] = Field(default_factory=dict)
-    default: dict[str, Any] = Field(default_factory=dict)
-
-
 def overlay(base: BaseModel, top: BaseModel) -> Any:
     """``top`` over ``base``: every field ``top`` set explicitly wins, nested models merge
     field by field. That is how ``stream.default`` reaches each binding."""
