@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import math
 import os
@@ -63,6 +64,32 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _remote_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--url",
+        required=required,
+        help="the running app's management endpoint, e.g. http://127.0.0.1:8081",
+    )
+    parser.add_argument(
+        "--token-env",
+        default="BINDER_MANAGEMENT_TOKEN",
+        metavar="VAR",
+        help="environment variable holding the endpoint's token",
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON answer as it is")
+
+
+def _port(text: str) -> int:
+    """``--management-port``: 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got '{text}'") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
+    return port
+
+
 def _seconds(text: str) -> float:
     """``--run-for``: a finite number of seconds, not negative."""
     try:
@@ -100,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop gracefully after SECONDS (demos, smoke tests)",
     )
+    run.add_argument(
+        "--idle-exit",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop gracefully after SECONDS without input (scale to zero)",
+    )
+    run.add_argument(
+        "--management-port",
+        type=_port,
+        metavar="PORT",
+        help="serve health, readiness, bindings and metrics on PORT (stream.management.port; "
+        "0 picks a free port)",
+    )
 
     cfg = sub.add_parser(
         "config",
@@ -117,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bindings.add_argument("module", nargs="?", metavar="APP_MODULE")
     _config_options(bindings)
+    _remote_options(bindings, required=False)
+
+    health = sub.add_parser(
+        "health",
+        help="readiness of a running app",
+        description="Ask a running app (its management endpoint) whether every binder "
+        "reaches its broker and every binding runs. Exit 0 when ready, 1 when not.",
+    )
+    _remote_options(health, required=True)
+    for verb, what in (
+        ("pause", "stop fetching, keep the subscription"),
+        ("resume", "fetch again after pause"),
+        ("stop", "stop the binding (finish and acknowledge what is in flight)"),
+        ("start", "start a stopped binding"),
+    ):
+        control = sub.add_parser(
+            verb, help=f"{what}, in a running app", description=f"{verb.title()} NAME: {what}."
+        )
+        control.add_argument("name", metavar="NAME", help="the binding, e.g. uppercase-in-0")
+        _remote_options(control, required=True)
 
     plugins = sub.add_parser(
         "plugins",
@@ -271,12 +331,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``binder run``."""
     from binder_core.runtime import App, run_until_stopped
 
+    if args.management_port is not None:
+        args.overrides = [*args.overrides, f"stream.management.port={args.management_port}"]
     registry = _registry()
     config = _load(args, registry)
     module = import_app(args.module)
     app = App(module, config, registry)
     try:
-        asyncio.run(run_until_stopped(app, args.run_for))
+        asyncio.run(run_until_stopped(app, args.run_for, args.idle_exit))
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED
     return EXIT_OK
@@ -341,8 +403,11 @@ def _table(rows: list[list[str]]) -> None:
 
 
 def cmd_bindings(args: argparse.Namespace) -> int:
-    """``binder bindings``."""
+    """``binder bindings``: configured (or, with ``--url``, live in a running app)."""
     from binder_core.plan import make_plan, plan_binding
+
+    if args.url:
+        return _live_bindings(args)
 
     registry = _registry()
     config = _load(args, registry)
@@ -366,6 +431,66 @@ def cmd_bindings(args: argparse.Namespace) -> int:
         print("no bindings configured (give APP_MODULE to see the bindings of its functions)")
         return EXIT_OK
     _table(rows)
+    return EXIT_OK
+
+
+def _live_bindings(args: argparse.Namespace) -> int:
+    from binder_core.remote import call
+
+    _, answer = call(args.url, "/bindings", args.token_env)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return EXIT_OK
+    rows = [["NAME", "DIR", "DESTINATION", "GROUP", "BINDER", "STATE", "RECEIVED", "SENT", "DLQ"]]
+    for b in answer:
+        rows.append(
+            [
+                str(b.get("bindingName")),
+                "in" if b.get("input") else "out",
+                str(b.get("name")),
+                str(b.get("group") or "-"),
+                str(b.get("binder")),
+                str(b.get("state")),
+                str(b.get("received", "-")),
+                str(b.get("sent", "-")),
+                str(b.get("deadLettered", "-")),
+            ]
+        )
+    _table(rows)
+    return EXIT_OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """``binder health --url``: readiness of a running app."""
+    from binder_core.remote import call
+
+    status, answer = call(args.url, "/ready", args.token_env)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(f"{answer.get('status', '?')} ({args.url})")
+        rows = [["", "NAME", "STATUS", "DETAIL"]]
+        for name, b in answer.get("binders", {}).items():
+            rows.append(["binder", name, b.get("status", "?"), b.get("detail", "")])
+        for name, b in answer.get("bindings", {}).items():
+            detail = f"{b.get('state')}; consumers: {', '.join(b.get('consumers', []))}"
+            rows.append(["binding", name, b.get("status", "?"), detail])
+        _table(rows)
+    return EXIT_OK if status == 200 else EXIT_FAILURE
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """``binder pause|resume|stop|start NAME --url``."""
+    from binder_core.remote import call
+
+    state = {"pause": "PAUSED", "resume": "RESUMED", "stop": "STOPPED", "start": "STARTED"}
+    _, answer = call(
+        args.url, f"/bindings/{args.name}", args.token_env, {"state": state[args.command]}
+    )
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(f"{answer.get('bindingName')}: {answer.get('state')}")
     return EXIT_OK
 
 
@@ -541,4 +666,9 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "send": cmd_send,
     "tail": cmd_tail,
+    "health": cmd_health,
+    "pause": cmd_control,
+    "resume": cmd_control,
+    "stop": cmd_control,
+    "start": cmd_control,
 }

@@ -112,14 +112,26 @@ class ConsumerStatus(enum.StrEnum):
 
 @dataclass(slots=True)
 class Stats:
-    """What a binding has done since the process started, counted per batch."""
+    """What a binding has done since the process started, counted per batch (never per
+    message: this is what metrics and health read)."""
 
     batches: int = 0
     received: int = 0
     processed: int = 0
+    #: Messages whose retries ran out: dead-lettered (or dropped where the binder has no
+    #: dead-letter destination configured).
     failed: int = 0
+    #: Outputs confirmed by the broker.
+    sent: int = 0
+    #: Batches given back to the broker to be delivered again.
     redelivered: int = 0
     restarts: int = 0
+    #: Seconds spent processing and confirming batches, and when the last one arrived
+    #: (the event loop's clock; 0.0 before the first).
+    busy_seconds: float = 0.0
+    last_received: float = 0.0
+    #: Called with each settled batch's duration and size, when metrics are on.
+    observe: Callable[[float, int], None] | None = None
 
 
 class ConsumerBinding:
@@ -246,6 +258,16 @@ class ConsumerBinding:
             await asyncio.wait_for(self._halt.wait(), seconds)
 
     @property
+    def sources(self) -> list[Source]:
+        """The current source of each consumer."""
+        return [loop.source for loop in self._loops]
+
+    @property
+    def in_flight(self) -> int:
+        """Messages fetched and not yet acknowledged."""
+        return sum(len(b.messages) for loop in self._loops for b in loop.outstanding)
+
+    @property
     def idle(self) -> bool:
         """Whether no consumer holds a batch (fetched and not yet acknowledged)."""
         return all(not loop.outstanding for loop in self._loops)
@@ -264,8 +286,9 @@ class _Loop:
         self.opened = asyncio.Event()
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
-        #: Batches fetched and not yet acknowledged, oldest first.
+        #: Batches fetched and not yet acknowledged, oldest first, and when each arrived.
         self.outstanding: deque[Batch] = deque()
+        self.started: deque[float] = deque()
         self._failures = 0  # batches in a row that could not be finished
         self._fetching = False
 
@@ -342,6 +365,7 @@ class _Loop:
 
     async def _close(self) -> None:
         self.outstanding.clear()
+        self.started.clear()
         try:
             await self.source.close()
         except Exception as exc:
@@ -357,6 +381,7 @@ class _Loop:
             return
         process = b.processor.process
         overlap = source.overlap
+        loop_time = asyncio.get_running_loop().time
         prev: Work | None = None  # processed; its outputs' confirmations are pending
         while not b.stopping:
             if b.paused:
@@ -372,6 +397,7 @@ class _Loop:
                     prev = None
                 continue
             self.outstanding.append(batch)
+            self.started.append(loop_time())
             try:
                 work = await process(batch)
             except Exception as exc:
@@ -422,15 +448,27 @@ class _Loop:
             await self._give_back(exc)
             return False
         self.outstanding.popleft()
-        stats = b.stats
-        stats.batches += 1
-        stats.received += n
-        stats.processed += ok
-        stats.failed += n - ok
+        self._count(work, n, ok, self.started.popleft())
         if self._failures:
             log.info("binding %s: processing again", self.label)
             self._failures = 0
         return True
+
+    def _count(self, work: Work, n: int, ok: int, started: float) -> None:
+        stats = self.binding.stats
+        now = asyncio.get_running_loop().time()
+        stats.batches += 1
+        stats.received += n
+        stats.processed += ok
+        stats.failed += n - ok
+        if work.outputs:
+            stats.sent += len(work.outputs)
+            if work.output is not None:
+                work.output.sent += len(work.outputs)
+        stats.busy_seconds += now - started
+        stats.last_received = now
+        if stats.observe is not None:
+            stats.observe(now - started, n)
 
     async def _give_back(self, exc: Exception) -> None:
         """The oldest batch cannot be finished: give it back with everything fetched after
@@ -438,6 +476,7 @@ class _Loop:
         b = self.binding
         batches = list(self.outstanding)
         self.outstanding.clear()
+        self.started.clear()
         self._failures += 1
         b.stats.redelivered += len(batches)
         delay = redelivery_delay(self._failures)
@@ -469,6 +508,7 @@ class _Loop:
     async def _consume_transactional(self) -> None:
         b = self.binding
         source: Any = self.source
+        loop_time = asyncio.get_running_loop().time
         while not b.stopping:
             if b.paused:
                 await self._hold(source)
@@ -477,22 +517,17 @@ class _Loop:
             if batch is None:
                 continue
             self.outstanding.append(batch)
+            self.started.append(loop_time())
             try:
-                outcomes = await self._in_transaction(source, batch)
+                outcomes, work = await self._in_transaction(source, batch)
             except Exception as exc:
                 await self._give_back(exc)
                 continue
             self.outstanding.clear()
-            stats = b.stats
-            n = len(outcomes)
-            ok = outcomes.count(None)
-            stats.batches += 1
-            stats.received += n
-            stats.processed += ok
-            stats.failed += n - ok
+            self._count(work, len(outcomes), outcomes.count(None), self.started.popleft())
             self._failures = 0
 
-    async def _in_transaction(self, source: Any, batch: Batch) -> list[Outcome]:
+    async def _in_transaction(self, source: Any, batch: Batch) -> tuple[list[Outcome], Work]:
         """Run the batch in a transaction. If any message failed, nothing its attempts sent
         may become visible: abort, and run the others again in a new transaction; the
         failures are dead-lettered in the one that commits."""
@@ -522,7 +557,7 @@ class _Loop:
                     await source.abort(txn)
                     continue
                 await source.settle(batch, sorted(dead.items()), txn)
-                return [dead.get(i) for i in range(len(messages))]
+                return [dead.get(i) for i in range(len(messages))], work
             except BaseException:
                 with contextlib.suppress(Exception):
                     await source.abort(txn)

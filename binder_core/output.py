@@ -44,6 +44,9 @@ class Output:
         self.binding = binding
         self.destination = destination
         self.sink = sink
+        #: Messages the broker confirmed, and messages given up on (counted per batch).
+        self.sent = 0
+        self.lost = 0
         self._encode = encoder
         self._content_type = content_type
         #: A str on a JSON binding is sent as it is (as Spring does), but labelled
@@ -125,7 +128,9 @@ class Output:
         box = self.sink.outbox(TRANSACTION.get())
         await box.add(messages)
         results = await box.confirm()
-        if results.count(None) != len(results):
+        ok = results.count(None)
+        self.sent += ok
+        if ok != len(results):
             refused = [r for r in results if r is not None]
             first = refused[0]
             raise DeliveryError(

@@ -45,6 +45,8 @@ class Work:
     outputs: list[Message[bytes]] = field(default_factory=list)
     spans: list[int] = field(default_factory=list)
     outbox: Outbox | None = None
+    #: The output binding the outputs went to.
+    output: Output | None = None
     #: Batch mode: the outputs belong to every input of the batch alike.
     shared: bool = False
 
@@ -75,6 +77,8 @@ class Pipeline:
         self._stream = (
             StreamDriver(definition.first, blocking) if definition.first.reactive else None
         )
+        #: Attempts after a first one failed, for metrics.
+        self.retries = 0
 
     async def close(self) -> None:
         """End a stream function's input, sending what it yields while finishing."""
@@ -150,6 +154,7 @@ class Pipeline:
         pending, spans = work.outputs, work.spans
         add_span, add_output = spans.append, pending.append
         outbox = work.outbox = output.outbox(transaction)
+        work.output = output
         handed, lo, end, step = 0, 0, len(messages), 1
         while lo < end:
             hi = min(end, lo + step)
@@ -220,6 +225,7 @@ class Pipeline:
                 work.outcomes = [error if o is None else o for o in outcomes]
                 return work
             work.outbox = self.output.outbox(transaction)
+            work.output = self.output
             await work.outbox.add(work.outputs)
         return work
 
@@ -316,6 +322,7 @@ class Pipeline:
                 outcomes[i] = self._failed(_delivery_error(refused), 1)
 
     async def _back_off(self, exc: Exception, attempt: int) -> None:
+        self.retries += 1
         delay = self.policy.delay(attempt)
         log.info(
             "binding %s: attempt %d of %d failed (%s); retrying in %.3fs",

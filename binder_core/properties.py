@@ -8,9 +8,17 @@ production incident waiting for its day. Binder plugins derive their own models 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 
 from binder_core.limits import DYNAMIC_DESTINATION_CACHE_SIZE
 
@@ -133,6 +141,41 @@ class PollerProperties(Props):
     max_messages_per_poll: int = Field(1, ge=1, description="Calls per poll.")
 
 
+class ManagementProperties(Props):
+    """``stream.management``: the HTTP endpoint that shows and steers a running app."""
+
+    port: int | None = Field(
+        None, ge=0, le=65535, description="Port of the management endpoint; off when unset."
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description="Address it listens on; any other than loopback requires a token.",
+    )
+    token: SecretStr | None = Field(
+        None, description="Bearer token every request must carry (Authorization header)."
+    )
+    token_file: str | None = Field(None, description="File holding the token (first line).")
+    token_env: str = Field(
+        "BINDER_MANAGEMENT_TOKEN",
+        description="Environment variable holding the token, when token and token-file are unset.",
+    )
+    sample_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between two samples of broker-side figures (Kafka lag, RabbitMQ "
+        "queue depth): a scrape never waits on a broker.",
+    )
+
+
+class TracingProperties(Props):
+    """``stream.tracing``: W3C trace context in headers and OpenTelemetry spans."""
+
+    enabled: Literal["auto", "true", "false"] = Field(
+        "auto",
+        description="auto: on when the app installed an OpenTelemetry SDK tracer provider.",
+    )
+
+
 class StreamProperties(Props):
     """The ``stream:`` tree. Binder-type sections (``stream.kafka``, ...) are validated
     separately against the models their plugins register."""
@@ -163,6 +206,8 @@ class StreamProperties(Props):
         description="Binder type -> the distribution that provides it, when two installed "
         "distributions provide the same type (binder plugins lists them).",
     )
+    management: ManagementProperties = Field(default_factory=ManagementProperties)
+    tracing: TracingProperties = Field(default_factory=TracingProperties)
 
     _keys = field_validator("bindings", "binders", mode="before")(_canonical_keys)
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from binder_core import app_config
 from binder_core.bridge import StreamBridge
@@ -24,6 +25,9 @@ from binder_core.properties import canonical
 from binder_core.retry import RetryPolicy
 from binder_core.spi import Binder, BindingState, Capability, ConsumerSpec, ProducerSpec
 from binder_core.suppliers import SupplierRunner
+
+if TYPE_CHECKING:
+    from binder_core.management import Management
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +64,29 @@ class App:
         #: This app's own ``StreamBridge`` (made at once, so that it is the current one in
         #: every task the app starts: two apps in one process each have their own).
         self.bridge = StreamBridge(self)
+        self.management: Management | None = None
 
     async def start(self) -> None:
-        """Start binders, bind producers, then consumers, then suppliers."""
+        """Start binders, bind producers, then consumers, then suppliers, then the
+        management endpoint when one is configured."""
         await self.bind()
         self.start_suppliers()
+        await self.start_management()
+
+    async def start_management(self) -> None:
+        """Serve the management endpoint (``stream.management.port``), if configured."""
+        props = self.config.stream.management
+        if props.port is None or self.management is not None:
+            return
+        from binder_core.management import Management, ManagementError
+
+        try:
+            management = Management(self, props)
+            await management.start()
+        except ManagementError as exc:
+            await self.stop()
+            raise StartError(str(exc)) from None
+        self.management = management
 
     async def bind(self) -> None:
         """Start binders, bind producers, then consumers; suppliers wait for
@@ -192,6 +214,9 @@ class App:
 
     async def stop(self) -> None:
         """Stop intake, finish in-flight work, confirm outputs, acknowledge, close."""
+        management, self.management = self.management, None
+        if management is not None:
+            await management.stop()
         for runner, _ in self._suppliers:
             runner.stop()
         for _runner, task in self._suppliers:
@@ -228,6 +253,10 @@ class App:
         self.bindings.clear()
         self.outputs_by_name.clear()
 
+    def binder_of(self, binding: str) -> str:
+        """The name of the binder a consumer binding runs on."""
+        return self._binder_of[binding]
+
     async def _stop_binding(self, name: str, binding: ConsumerBinding) -> None:
         try:
             await binding.stop()
@@ -254,15 +283,20 @@ class App:
                 b
                 for b in volatile
                 if b.state is BindingState.RUNNING
-                and (not b.idle or getattr(b.subscription, "backlog", lambda: 0)() > 0)
+                and (not b.idle or getattr(b.subscription, "waiting", lambda: 0)() > 0)
             ]
 
         while busy():
             if loop.time() > deadline:
-                left = sum(getattr(b.subscription, "backlog", lambda: 0)() for b in busy())
+                left = sum(getattr(b.subscription, "waiting", lambda: 0)() for b in busy())
                 log.warning("stopping with %d message(s) undelivered in memory", left)
                 return
             await asyncio.sleep(0.001)
+
+    @property
+    def suppliers_running(self) -> bool:
+        """Whether a supplier is still producing."""
+        return any(not task.done() for _, task in self._suppliers)
 
     async def suppliers_done(self) -> None:
         """Wait until every supplier has finished (generators exhausted)."""
@@ -270,9 +304,30 @@ class App:
             await asyncio.gather(*(t for _, t in self._suppliers), return_exceptions=True)
 
 
-async def run_until_stopped(app: App, run_for: float | None = None) -> None:
-    """Start ``app``, run until SIGINT/SIGTERM (or ``run_for`` seconds), stop gracefully.
-    A second signal while stopping cancels what is left."""
+async def _idle_for(app: App, seconds: float, stop: asyncio.Event) -> None:
+    """Set ``stop`` once no binding has received anything for ``seconds`` (and no supplier
+    is producing): scale-to-zero, an autoscaler starts the app again on lag."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not stop.is_set():
+        last = max([started, *(b.stats.last_received for b in app.bindings.values())])
+        busy = any(b.in_flight for b in app.bindings.values()) or app.suppliers_running
+        if busy:
+            last = loop.time()
+        left = last + seconds - loop.time()
+        if left <= 0:
+            log.info("no input for %g s: stopping (idle-exit)", seconds)
+            stop.set()
+            return
+        await asyncio.sleep(min(left, 1.0))
+
+
+async def run_until_stopped(
+    app: App, run_for: float | None = None, idle_exit: float | None = None
+) -> None:
+    """Start ``app``, run until SIGINT/SIGTERM (or ``run_for`` seconds, or ``idle_exit``
+    seconds without input), stop gracefully. A second signal while stopping cancels what is
+    left."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()
@@ -295,11 +350,20 @@ async def run_until_stopped(app: App, run_for: float | None = None) -> None:
             "started: %s",
             ", ".join(f"{b.name} -> {b.destination}" for b in app.plan.all()) or "no bindings",
         )
-        if run_for is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), run_for)
-        else:
-            await stop.wait()
+        idle = (
+            loop.create_task(_idle_for(app, idle_exit, stop), name="idle-exit")
+            if idle_exit is not None
+            else None
+        )
+        try:
+            if run_for is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), run_for)
+            else:
+                await stop.wait()
+        finally:
+            if idle is not None:
+                idle.cancel()
     finally:
         await app.stop()
         log.info("stopped")

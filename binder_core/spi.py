@@ -227,6 +227,8 @@ class Health:
 
     up: bool
     detail: str = ""
+    #: Connections re-established since the binder started (0 when it never lost one).
+    reconnects: int = 0
 
 
 @runtime_checkable

@@ -96,6 +96,7 @@ class BatchingSender:
 
     def _lose(self, batch: list[Message[bytes]], exc: Exception) -> None:
         self.lost += len(batch)
+        self._output.lost += len(batch)
         log.error(
             "binding %s: %d messages could not be delivered: %s: %s",
             self._output.binding,

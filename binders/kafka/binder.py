@@ -57,6 +57,8 @@ class KafkaBinder:
         self._watch: asyncio.Task[None] | None = None
         #: False while the brokers do not answer (the clients keep retrying meanwhile).
         self.healthy = False
+        #: Times the brokers answered again after they had been lost.
+        self.reconnects = 0
 
     async def start(self) -> None:
         """Reach the brokers (retrying for up to ``health-timeout``)."""
@@ -100,6 +102,7 @@ class KafkaBinder:
                 )
                 lost_at = None
                 self.healthy = True
+                self.reconnects += 1
 
     # -- producers -------------------------------------------------------------------------
 
@@ -245,8 +248,8 @@ class KafkaBinder:
     async def health(self) -> Health:
         servers = ",".join(self.environment.servers())
         if self.healthy:
-            return Health(True, f"brokers at {servers} answer")
-        return Health(False, f"brokers at {servers} do not answer")
+            return Health(True, f"brokers at {servers} answer", self.reconnects)
+        return Health(False, f"brokers at {servers} do not answer", self.reconnects)
 
     async def close(self) -> None:
         """Flush and close producers, disconnect."""

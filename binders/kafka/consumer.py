@@ -468,6 +468,23 @@ class KafkaSource:
             if self.pending.get(tp) == offset:
                 del self.pending[tp]
 
+    # -- figures ---------------------------------------------------------------------------
+
+    async def backlog(self) -> dict[str, int]:
+        """Consumer lag per assigned partition: the partition's high watermark (as of the
+        last fetch) minus this consumer's position."""
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            position = await consumer.position(tp)
+            lag[f"{tp.topic}-{tp.partition}"] = max(0, high - position)
+        return lag
+
     # -- pause -----------------------------------------------------------------------------
 
     async def pause(self) -> None:

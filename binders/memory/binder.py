@@ -172,9 +172,13 @@ class MemorySubscription:
     def source(self, index: int) -> MemorySource:
         return MemorySource(self)
 
-    def backlog(self) -> int:
+    def waiting(self) -> int:
         """Messages waiting in the group's queue."""
         return self.queue.size
+
+    async def backlog(self) -> dict[str, int]:
+        """Messages waiting in the group's queue."""
+        return {self.queue.name: self.queue.size}
 
     async def close(self) -> None:
         if self._anonymous and not self.queue.consumers:

@@ -121,9 +121,12 @@ class RabbitBinder:
         )
 
     async def health(self) -> Health:
-        if self.connection.is_up:
-            return Health(True, f"connected to {self.connection.where}")
-        return Health(False, f"not connected to {self.connection.where}")
+        connections = [self.connection, self._publisher_connection]
+        reconnects = sum(max(0, c.generation - 1) for c in connections if c is not None)
+        up = all(c.is_up for c in connections if c is not None)
+        where = self.connection.where
+        detail = f"connected to {where}" if up else f"not connected to {where}"
+        return Health(up, detail, reconnects)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

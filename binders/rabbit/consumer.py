@@ -104,6 +104,18 @@ class RabbitSubscription:
     def source(self, index: int) -> RabbitSource:
         return RabbitSource(self, index)
 
+    async def backlog(self) -> dict[str, int]:
+        """Messages ready in the queue (a passive declare on a channel of its own, so a
+        queue that went missing cannot close a consumer's channel)."""
+        chan = await self.connection.open_channel()
+        try:
+            frame = await chan.rpc(chan.raw.queue_declare, queue=self.queue_name, passive=True)
+        except ChannelLost:
+            return {}
+        finally:
+            await chan.close()
+        return {self.queue_name: int(frame.method.message_count)}
+
     async def close(self) -> None:
         await self.dead_letters.close()
         if self.queue.anonymous:

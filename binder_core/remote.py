@@ -1,0 +1,64 @@
+"""The command line's side of the management endpoint: ``binder health``, ``binder
+bindings --url``, ``binder pause|resume|stop|start NAME`` against a running app.
+
+Standard library only (a command should start fast); the token comes from the environment
+variable the app reads too (``BINDER_MANAGEMENT_TOKEN`` unless told otherwise), never from
+the command line, where other users of the machine could read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from binder_core.errors import BinderException
+
+#: Seconds a request to a running app may take.
+TIMEOUT = 10.0
+
+
+class RemoteError(BinderException):
+    """The running app could not be asked, or said no."""
+
+
+def call(
+    url: str, path: str, token_env: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """``GET`` (or ``POST`` with ``body``) ``path`` of the endpoint at ``url``: the status
+    and the decoded JSON answer. 503 from ``/ready`` is an answer, not an error."""
+    target = urllib.parse.urljoin(url.rstrip("/") + "/", path.lstrip("/"))
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(target, data=data, method="POST" if body else "GET")
+    request.add_header("Accept", "application/json")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    token = os.environ.get(token_env)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, _decode(response.read())
+    except urllib.error.HTTPError as exc:
+        answer = _decode(exc.read())
+        if exc.code == 401:
+            raise RemoteError(
+                f"{url} wants a token: put it in the environment variable {token_env}"
+            ) from None
+        if exc.code in (404, 400, 409):
+            what = answer.get("error") if isinstance(answer, dict) else None
+            raise RemoteError(f"{url}: {what or exc.reason}") from None
+        return exc.code, answer
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RemoteError(f"cannot reach the management endpoint at {url}: {reason}") from None
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return {"error": raw[:200].decode("utf-8", "replace")}
