@@ -125,7 +125,13 @@ class Management:
 
         for name, binding in self._app.bindings.items():
             self.watch(name, binding)
-        app = web.Application(middlewares=[web.middleware(self._auth)])
+        auth = self._auth
+
+        @web.middleware
+        async def authorized(request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+            return await auth(request, handler)
+
+        app = web.Application(middlewares=[authorized])
         app.add_routes(
             [
                 web.get("/health", self._health),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binder_core.conversion import TEXT, Encoder, ToBytes, is_json, is_json_text, media_type
 from binder_core.errors import DeliveryError
@@ -13,6 +13,9 @@ from binder_core.expression import compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
 from binder_core.spi import Outbox, Sink
+
+if TYPE_CHECKING:
+    from binder_core.tracing import Tracing
 
 #: The broker transaction the current consumer batch runs in, if any: set by the core's
 #: consumer loop, so that what a function sends itself (``StreamBridge``) joins it as its
@@ -47,6 +50,8 @@ class Output:
         #: Messages the broker confirmed, and messages given up on (counted per batch).
         self.sent = 0
         self.lost = 0
+        #: Publish spans, when the app traces (``binder_core.tracing``).
+        self.tracing: Tracing | None = None
         self._encode = encoder
         self._content_type = content_type
         #: A str on a JSON binding is sent as it is (as Spring does), but labelled
@@ -115,6 +120,11 @@ class Output:
                 out.partition = select_partition(key, self._count)
         return out
 
+    def publish(self, message: Message[bytes]) -> Message[bytes]:
+        """``message`` with the trace context of its publish span, when tracing."""
+        tracing = self.tracing
+        return message if tracing is None else tracing.publish(message)
+
     def outbox(self, transaction: Any = None) -> Outbox:
         """An outbox for one batch of outputs (joining ``transaction`` when the sink's
         binder runs it)."""
@@ -125,6 +135,8 @@ class Output:
         ``DeliveryError`` naming the first refusal."""
         if not messages:
             return
+        if self.tracing is not None:
+            messages = [self.tracing.publish(m) for m in messages]
         box = self.sink.outbox(TRANSACTION.get())
         await box.add(messages)
         results = await box.confirm()

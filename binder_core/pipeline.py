@@ -27,6 +27,7 @@ from binder_core.output import Output
 from binder_core.retry import RetryPolicy
 from binder_core.spi import Batch, Converter, Outbox, Outcome
 from binder_core.streams import StreamDriver
+from binder_core.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,25 @@ class Pipeline:
         )
         #: Attempts after a first one failed, for metrics.
         self.retries = 0
+        #: Spans for this binding's messages, when the app traces (``use_tracing``).
+        self.tracing: Tracing | None = None
+        #: A returned value -> the message to send (and, when tracing, its publish span).
+        self._to_wire: Callable[[Any], Message[bytes]] | None = (
+            output.message if output is not None else None
+        )
+
+    def use_tracing(self, tracing: Tracing) -> None:
+        """Trace this binding: a process span per message, outputs carrying its context."""
+        self.tracing = tracing
+        output = self.output
+        if output is not None:
+            message = output.message
+            publish = output.publish
+
+            def traced(value: Any) -> Message[bytes]:
+                return publish(message(value))
+
+            self._to_wire = traced
 
     async def close(self) -> None:
         """End a stream function's input, sending what it yields while finishing."""
@@ -94,6 +114,8 @@ class Pipeline:
         unreadable = batch.unreadable
         if unreadable:
             return await self._with_unreadable(batch, unreadable, transaction)
+        if self.tracing is not None:
+            return await self._traced(batch, transaction)
         if self._stream is not None:
             return await self._each(batch, transaction, self._feed_stream)
         if self._batch:
@@ -150,7 +172,8 @@ class Pipeline:
                 except Exception as exc:
                     add_outcome(await self._retry(msg, exc, None, apply))
             return work
-        to_wire = output.message
+        to_wire = self._to_wire
+        assert to_wire is not None
         pending, spans = work.outputs, work.spans
         add_span, add_output = spans.append, pending.append
         outbox = work.outbox = output.outbox(transaction)
@@ -180,6 +203,47 @@ class Pipeline:
                 step = end if hint is None else max(1, hint)
             lo = hi
         return work
+
+    async def _traced(self, batch: Batch, transaction: Any) -> Work:
+        """``process`` with spans: one for the batch, one per message (child of the span
+        that published it), and a publish span per output, whose context it carries."""
+        tracing = self.tracing
+        assert tracing is not None
+        messages = batch.messages
+        with tracing.receive(len(messages)) as receive:
+            if self._batch and self._stream is None:
+                with tracing.process(messages, receive) as span:
+                    work = await self._whole(batch, transaction)
+                    failure = next((o for o in work.outcomes if o is not None), None)
+                    if failure is not None:
+                        tracing.failed(span, failure)
+                return work
+            outcomes: list[Outcome] = []
+            work = Work(batch, outcomes, transaction)
+            output, to_wire, arg = self.output, self._to_wire, self._arg
+            apply = self._feed_stream if self._stream is not None else self._apply
+            pending, spans = work.outputs, work.spans
+            for msg in messages:
+                with tracing.process((msg,), receive) as span:
+                    try:
+                        values = await apply(arg(msg))
+                        if to_wire is not None and values:
+                            pending.extend([to_wire(v) for v in values])
+                        outcome: Outcome = None
+                    except Exception as exc:
+                        outcome = await self._retry(
+                            msg, exc, pending if to_wire is not None else None, apply
+                        )
+                    if outcome is not None:
+                        tracing.failed(span, outcome)
+                outcomes.append(outcome)
+                spans.append(len(pending))
+            if output is not None:
+                work.outbox = output.outbox(transaction)
+                work.output = output
+                if pending:
+                    await work.outbox.add(pending)
+            return work
 
     async def _feed_stream(self, value: Any) -> list[Any]:
         assert self._stream is not None
@@ -217,7 +281,8 @@ class Pipeline:
         if len(produced) == 1 and isinstance(produced[0], list):
             produced = produced[0]
         if self.output is not None and produced:
-            to_wire = self.output.message
+            to_wire = self._to_wire
+            assert to_wire is not None
             try:
                 work.outputs = [to_wire(v) for v in produced]
             except Exception as exc:
@@ -264,8 +329,7 @@ class Pipeline:
         """Attempt 1 of one message failed with ``exc``: retry it (its outputs join
         ``pending``) or give up with the final error."""
         arg = self._arg
-        output = self.output
-        to_wire = output.message if output is not None and pending is not None else None
+        to_wire = self._to_wire if pending is not None else None
 
         async def again() -> list[Any]:
             values = await apply(arg(msg))

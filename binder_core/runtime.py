@@ -10,7 +10,7 @@ import signal
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from binder_core import app_config
+from binder_core import app_config, tracing
 from binder_core.bridge import StreamBridge
 from binder_core.config import AppConfig
 from binder_core.consumer import ConsumerBinding
@@ -65,6 +65,7 @@ class App:
         #: every task the app starts: two apps in one process each have their own).
         self.bridge = StreamBridge(self)
         self.management: Management | None = None
+        self._tracing = False  # decided at bind: the app may install its SDK until then
 
     async def start(self) -> None:
         """Start binders, bind producers, then consumers, then suppliers, then the
@@ -94,6 +95,7 @@ class App:
         # What this app's tasks (consumers, suppliers) inherit: its bridge and settings.
         self.bridge.use()
         app_config.use(self.config.layered)
+        self._tracing = tracing.enabled(self.config.stream.tracing)
         try:
             for name in sorted(self.plan.binders()):
                 await self._binder(name)
@@ -153,6 +155,10 @@ class App:
             plan.content_type,
             plan.properties.producer,
         )
+        if self._tracing:
+            from binder_core.tracing import Tracing
+
+            output.tracing = Tracing(plan.binder_type, plan.destination)
         self.outputs_by_name[canonical(plan.name)] = output
         return output
 
@@ -189,6 +195,10 @@ class App:
             blocking=consumer.blocking,
             batch=consumer.batch_mode,
         )
+        if self._tracing:
+            from binder_core.tracing import Tracing
+
+            pipeline.use_tracing(Tracing(plan.binder_type, plan.destination, plan.group))
         self._pipelines.append(pipeline)
         ext = getattr(plan.extension, "consumer", None)
         spec = ConsumerSpec(plan.name, plan.destination, plan.group, consumer, ext)
