@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,12 @@ class Entries:
 
     refs: list[tuple[bytes, bytes, list[bytes]]] = field(default_factory=list)
     gone: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def _gone(exc: ResponseError) -> bool:
+    """Whether Redis says the stream or the group does not exist (any more)."""
+    text = str(exc)
+    return text.startswith("NOGROUP") or "no longer exists" in text
 
 
 class RedisSubscription:
@@ -218,6 +224,9 @@ class RedisSource:
         self._backlog = True
         self._takeover = subscription.partitioned  # our partitions are ours alone
         self._next_claim = 0.0  # at once: a crashed predecessor's entries may be waiting
+        #: The first read, made by ``open``: its entries, or the wait for new ones.
+        self._stash: Any = None
+        self._waiting: asyncio.Future[Any] | None = None
         self.keys: list[bytes] = []
         self.partition_of: dict[bytes, int | None] = {}
         self._read_pending: Command = ()
@@ -257,8 +266,42 @@ class RedisSource:
             )
         try:
             await self.link.call(b"PING")
+            if self.keys:
+                await self._first_read()
         except _UNREACHABLE as exc:
             raise Disconnected(f"cannot reach Redis: {exc}") from exc
+        except ResponseError as exc:
+            if not _gone(exc):
+                raise
+            await self._provision_again(exc)
+
+    async def _first_read(self) -> None:
+        """Take over what this consumer (or, partitioned, its partitions) still holds, then
+        either keep the pending entries as the first batch or start waiting for new ones,
+        returning once that wait is in place: from then on, entries sent to the stream are
+        shared among the group's waiting consumers (as a subscription would be)."""
+        if self._takeover:
+            await self._claim(0, everything=True)
+            self._takeover = False
+        reply = await self.link.call(*self._read_pending)
+        if any(entries for _, entries in reply):
+            self._stash = reply
+            return
+        self._backlog = False
+        claim_every = (self.sub.ext.claim_interval or self.sub.ext.claim_idle // 2) / 1000
+        self._next_claim = asyncio.get_running_loop().time() + claim_every
+        sent = asyncio.Event()
+        waiting = self._waiting = asyncio.ensure_future(
+            self._read_new(self.sub.ext.block, sent.set)
+        )
+        signalled = asyncio.ensure_future(sent.wait())
+        await asyncio.wait({waiting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        if waiting.done() and waiting.exception() is not None:
+            self._waiting = None
+            error = waiting.exception()
+            assert error is not None
+            raise error
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -271,6 +314,20 @@ class RedisSource:
                 if self._interrupted:
                     self._interrupted = False
                     return None
+                if self._stash is not None:
+                    reply, self._stash = self._stash, None
+                    batch = await self._batch(reply)
+                    if batch is not None:
+                        return batch
+                    continue
+                if self._waiting is not None:
+                    waiting, self._waiting = self._waiting, None
+                    reply = await waiting
+                    if reply is not None:
+                        batch = await self._batch(reply)
+                        if batch is not None:
+                            return batch
+                    continue
                 if self._layout != sub.layout:
                     self._read_layout()
                     self._takeover = sub.partitioned
@@ -309,23 +366,30 @@ class RedisSource:
             sub.client.lost(f"binding {sub.name}", exc)
             raise Disconnected(f"read failed: {exc}") from exc
         except ResponseError as exc:
-            if str(exc).startswith("NOGROUP"):
-                # The stream or the group went (deleted, or Redis restarted without
-                # persistence): provision again, then read afresh.
-                log.warning("binding %s: %s; creating the group again", self.label, exc)
-                with contextlib.suppress(*_ADMIN_ERRORS):
-                    await sub.provision()
-                raise Disconnected(f"the group was missing: {exc}") from exc
+            if _gone(exc):
+                await self._provision_again(exc)
             raise
 
-    async def _read_new(self, until_claim_ms: int) -> Any:
+    async def _provision_again(self, exc: ResponseError) -> None:
+        """The stream or the group went (deleted, or Redis restarted without persistence):
+        create the group again; the consumer is then opened afresh."""
+        log.warning("binding %s: %s; creating the group again", self.label, exc)
+        with contextlib.suppress(*_ADMIN_ERRORS):
+            await self.sub.provision()
+        raise Disconnected(f"the group was missing: {exc}") from exc
+
+    async def _read_new(
+        self, until_claim_ms: int, on_sent: Callable[[], None] | None = None
+    ) -> Any:
         block = min(self.sub.ext.block, until_claim_ms)
         self.client_id = await self.link.client_id()
         self.reading = True
         try:
             if self._interrupted:
                 return None
-            return await self.link.call(*self._read_head, str(block).encode(), *self._read_tail)
+            return await self.link.call(
+                *self._read_head, str(block).encode(), *self._read_tail, on_sent=on_sent
+            )
         finally:
             self.reading = False
 
@@ -512,6 +576,13 @@ class RedisSource:
         task, self._unblocking = self._unblocking, None
         if task is not None and not task.done():
             task.cancel()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.done():
+            if self.client_id is not None:
+                with contextlib.suppress(*_ADMIN_ERRORS):
+                    await self.sub.client.unblock(self.client_id)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(waiting, 5)
         sub = self.sub
         if not sub.anonymous:
             group = sub.group.encode()
