@@ -77,6 +77,9 @@ _FATAL_NAMES = frozenset(
 #: Seconds a paused consumer waits between the polls that keep it in its group.
 _PAUSED_POLL = 1.0
 
+#: Longest wait of one poll, ms: how soon a waiting consumer notices a pause or a stop.
+_INTERRUPT_MS = 100
+
 
 def to_messages(records: Sequence[Any]) -> tuple[list[Message[bytes]], dict[int, Exception]]:
     """The core's view of records: payload (a tombstone's is empty), headers, key bytes and
@@ -229,7 +232,9 @@ class KafkaSource:
         self._poll_failures = 0
         self._txn_limits = Limits()
         ext = subscription.ext
-        self._poll_ms = ext.poll_timeout
+        # A waiting poll returns after at most this long (or at once when records come),
+        # so a pause or stop (``interrupt``) is seen within it, without a task per poll.
+        self._wait_ms = min(ext.poll_timeout, _INTERRUPT_MS)
         self._max_records = ext.max_poll_records
         self._commit = ext.auto_commit_offset
         env = subscription.binder.environment
@@ -319,9 +324,9 @@ class KafkaSource:
         from aiokafka.errors import ConsumerStoppedError, KafkaError
 
         try:
-            data = await consumer.getmany(timeout_ms=0, max_records=self._max_records)
-            if not data and wait:
-                data = await self._wait_for_records(consumer)
+            data = await consumer.getmany(
+                timeout_ms=self._wait_ms if wait else 0, max_records=self._max_records
+            )
         except ConsumerStoppedError as exc:
             raise Disconnected("the consumer stopped") from exc
         except KafkaError as exc:
@@ -356,25 +361,6 @@ class KafkaSource:
         self._held += 1
         self._idle.clear()
         return Batch(messages, polled, unreadable or None)
-
-    async def _wait_for_records(self, consumer: Any) -> Any:
-        """A poll that ``interrupt`` can end early."""
-        loop = asyncio.get_running_loop()
-        self._wake = wake = loop.create_future()
-        poll = asyncio.ensure_future(
-            consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
-        )
-        try:
-            await asyncio.wait((poll, wake), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._wake = None
-            if not poll.done():
-                poll.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poll
-        if poll.cancelled():
-            return {}
-        return poll.result()
 
     async def _nap(self, seconds: float) -> None:
         """Sleep, ending early on ``interrupt``."""
