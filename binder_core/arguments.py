@@ -57,7 +57,8 @@ def argument_maker(
         # not retried, dead-lettered with the reason.
         if isinstance(exc, RecursionError):
             return ConversionError("payload nested too deeply to convert")
-        return ConversionError(f"cannot convert the payload: {type(exc).__name__}: {exc}")
+        # The exception's own text may quote the payload: the reason names its type only.
+        return ConversionError(f"cannot convert the payload ({type(exc).__name__})")
 
     if info.wants_message:
 

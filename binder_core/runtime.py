@@ -127,7 +127,7 @@ class App:
         if binder is not None:
             return binder
         instance_type = self.config.instance_type(name)
-        binder_type = self.registry.binder_types[instance_type]
+        binder_type = self.config.types[instance_type]
         environment = self.config.environments.get(name) or binder_type.environment()
         binder = binder_type.factory(name, environment)
         try:
@@ -220,7 +220,8 @@ class App:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("supplier %s stopped: %s: %s", task.get_name(), type(exc).__name__, exc)
+            log.error("supplier %s stopped: %s", task.get_name(), type(exc).__name__)
+            log.debug("supplier %s stopped with: %s", task.get_name(), exc)
 
     async def stop(self) -> None:
         """Stop intake, finish in-flight work, confirm outputs, acknowledge, close."""

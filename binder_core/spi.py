@@ -289,8 +289,10 @@ class Binding(Protocol):
 #: Builds a binder from its validated ``environment`` (the model its type registered).
 BinderFactory = Callable[[str, Any], Binder]
 
-#: Checks a destination or group name against the broker's rules: called with the kind of
-#: name (``"destination"`` or ``"group"``) and the name; returns what is wrong, or ``None``.
+#: Checks a name against the broker's rules: called with the kind of name
+#: (``"destination"``, ``"group"``, or ``"subscription"`` for ``<destination>.<group>``, which
+#: brokers that derive a name per group check) and the name; returns what is wrong, or
+#: ``None`` (also for kinds the binder does not know).
 NameCheck = Callable[[str, str], str | None]
 
 

@@ -229,6 +229,7 @@ class KafkaSource:
         self._ready = asyncio.Event()
         self._wake: asyncio.Future[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._interrupted = False
         self._poll_failures = 0
         self._txn_limits = Limits()
         ext = subscription.ext
@@ -319,6 +320,9 @@ class KafkaSource:
         consumer = self.consumer
         if consumer is None:
             raise Disconnected("the consumer is closed")
+        if self._interrupted:
+            self._interrupted = False
+            return None
         if self.pending:
             await self._flush(consumer)  # a commit that failed for a passing reason
         from aiokafka.errors import ConsumerStoppedError, KafkaError
@@ -344,7 +348,12 @@ class KafkaSource:
             return None
         if self._poll_failures:
             self._poll_failures = 0
-        self._txn_limits = Limits()
+        if self._interrupted:
+            # Paused or stopped while the poll waited: what it brought is read again later.
+            self._interrupted = False
+            if data:
+                self._seek({tp: batch[0].offset for tp, batch in data.items()})
+            return None
         if not data:
             return None
         if len(data) == 1:
@@ -373,6 +382,7 @@ class KafkaSource:
             self._wake = None
 
     def interrupt(self) -> None:
+        self._interrupted = True
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
@@ -404,8 +414,6 @@ class KafkaSource:
 
     async def redeliver(self, batches: Sequence[Batch]) -> None:
         """Seek every partition back to the first offset any of these batches holds."""
-        from aiokafka.errors import IllegalStateError
-
         firsts: dict[Any, int] = {}
         for batch in batches:
             polled: Polled = batch.token
@@ -414,13 +422,18 @@ class KafkaSource:
             for tp, offset in polled.starts.items():
                 if tp not in firsts or offset < firsts[tp]:
                     firsts[tp] = offset
-        consumer = self.consumer
-        if consumer is not None:
-            for tp, offset in firsts.items():
-                with contextlib.suppress(IllegalStateError, AssertionError):
-                    consumer.seek(tp, offset)
+        self._seek(firsts)
         self._held = 0
         self._idle.set()
+
+    def _seek(self, offsets: dict[Any, int]) -> None:
+        from aiokafka.errors import IllegalStateError
+
+        consumer = self.consumer
+        if consumer is not None:
+            for tp, offset in offsets.items():
+                with contextlib.suppress(IllegalStateError, AssertionError):
+                    consumer.seek(tp, offset)
 
     def _release(self) -> None:
         self._held = max(0, self._held - 1)
