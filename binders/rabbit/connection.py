@@ -252,7 +252,7 @@ class Connection:
                 wait = min(delay, remaining)
                 log.warning("rabbit %s: %s; retrying in %.1f s", self.role, exc, wait)
                 await asyncio.sleep(wait)
-                delay = min(delay * 2, self._env.recovery_interval / 1000.0)
+                delay = min(delay * 2, max(self._env.recovery_interval / 1000.0, delay))
         self._attach(conn)
         self._up.set()
 

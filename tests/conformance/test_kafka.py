@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from binder_core.testing.conformance import BinderConformance, Subject
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def restart_kafka() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        str(ROOT / "scripts" / "brokers"), "restart", "kafka",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+from tests.restart import restart_kafka
 
 
 @pytest.mark.kafka
@@ -35,5 +24,6 @@ class TestKafkaConformance(BinderConformance):
             names=unique_name,
             producer_extension={"configuration": {"max_request_size": 4 * 2**20}, "topic": topic},
             consumer_extension={"topic": topic},
-            restart_broker=restart_kafka,
+            # Whatever Kafka listens there, whoever started it (tests/restart.py).
+            restart_broker=functools.partial(restart_kafka, kafka_bootstrap),
         )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pika
@@ -12,17 +12,7 @@ import pytest
 
 from binder_core.message import Message
 from binder_core.testing.conformance import BinderConformance, Kit, Subject
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def bounce_rabbit() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        str(ROOT / "scripts" / "brokers"), "bounce", "rabbit",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+from tests.restart import restart_rabbit
 
 
 def _drain_queue(url: str, queue: str, count: int, timeout: float) -> list[Message[bytes]]:
@@ -58,5 +48,6 @@ class TestRabbitConformance(BinderConformance):
             {"uri": rabbit_url},
             names=unique_name,
             read_dead_letters=read,
-            restart_broker=bounce_rabbit,
+            # stop_app + start_app on whatever node listens there (tests/restart.py).
+            restart_broker=functools.partial(restart_rabbit, rabbit_url),
         )
