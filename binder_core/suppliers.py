@@ -71,11 +71,33 @@ class BatchingSender:
             await asyncio.shield(self._flushing)
 
     async def drain(self) -> None:
-        """Wait until everything added has been confirmed (or reported lost)."""
-        while self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
-        if self._buffer:
-            await self._flush()
+        """Wait until everything added has been confirmed (or reported lost). Cancelled
+        (the app stops and its grace ran out: a broker that never confirms, a memory
+        group nobody reads), it gives up what is unconfirmed, counted and logged."""
+        try:
+            while self._flushing is not None and not self._flushing.done():
+                await asyncio.shield(self._flushing)
+            if self._buffer:
+                await self._flush()
+        except asyncio.CancelledError:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Give up what is not confirmed yet (the supplier was cancelled)."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None and not flushing.done():
+            flushing.cancel()
+        left, self._buffer = len(self._buffer), []
+        if flushing is not None or left:
+            self.lost += left
+            self._output.lost += left
+            log.warning(
+                "binding %s: stopped before the broker confirmed the last values sent "
+                "(%d not yet handed over are dropped)",
+                self._output.binding,
+                left,
+            )
 
     async def _flush(self) -> None:
         # Never raises: a supplier must outlive a batch the broker would not take.
@@ -158,7 +180,9 @@ class SupplierRunner:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        """Produce until exhausted or stopped, then wait for confirmations."""
+        """Produce until exhausted or stopped, then wait for confirmations (unless
+        cancelled: then what is unconfirmed is given up, counted and logged)."""
+        cancelled = False
         try:
             first = self._first
             if first.is_generator:
@@ -177,8 +201,13 @@ class SupplierRunner:
                 type(exc).__name__,
             )
             log.debug("supplier %s raised %r", self.definition.name, exc, exc_info=exc)
+        except asyncio.CancelledError:
+            cancelled = True
+            self._sender.abandon()
+            raise
         finally:
-            await self._sender.drain()
+            if not cancelled:
+                await self._sender.drain()
 
     async def _through(self, value: Any) -> list[Any]:
         """What the functions composed after the supplier make of ``value``: retried with
