@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``binder`` console script."""
     args = build_parser().parse_args(argv)
-    level = str(args.log_level).upper()
+    # Commands that only talk to a running app (health, pause, ...) have no --log-level.
+    level = str(getattr(args, "log_level", "WARNING")).upper()
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
