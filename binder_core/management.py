@@ -143,8 +143,12 @@ class Management:
         return f"http://{shown}:{self.port}"
 
     def watch(self, name: str, binding: ConsumerBinding) -> None:
-        """Time ``binding``'s batches for the duration histogram."""
-        times = self.times[name] = BatchTimes()
+        """Time ``binding``'s batches for the duration histogram (one histogram per binding
+        for the life of the endpoint: a binding stopped and started again keeps counting,
+        as its other counters do)."""
+        times = self.times.get(name)
+        if times is None:
+            times = self.times[name] = BatchTimes()
         binding.stats.observe = times.observe
 
     async def start(self) -> None:
@@ -290,7 +294,15 @@ class Management:
                 status=409,
             )
         log.info("management: %s binding %s", action, name)
-        await getattr(binding, action)()
+        try:
+            await getattr(binding, action)()
+        except Exception as exc:
+            # A start refused for good (a login refused, say): an answer, not a traceback.
+            log.error("management: %s binding %s failed: %s", action, name, exc)
+            return web.json_response(
+                {"error": f"{name} could not {action}: {type(exc).__name__}: {exc}"},
+                status=500,
+            )
         if action == "start":
             self.watch(name, binding)
         return web.json_response(self.describe(name))
