@@ -193,12 +193,29 @@ def build_parser() -> argparse.ArgumentParser:
         "for the broker's confirmation.",
     )
     send.add_argument("destination")
-    send.add_argument("payload", help="the payload text; '-' reads standard input")
+    send.add_argument(
+        "payload",
+        help="the payload text; '-' reads standard input (one trailing newline dropped, "
+        "unless --content-type application/octet-stream)",
+    )
     send.add_argument(
         "--binder", metavar="NAME", help="binder instance or type (default: default-binder)"
     )
     send.add_argument("--header", action="append", default=[], metavar="K=V")
-    send.add_argument("--content-type", default="application/json")
+    send.add_argument(
+        "--content-type",
+        metavar="TYPE",
+        help="contentType header (default: application/json when the payload is one JSON "
+        "document, text/plain for other UTF-8 text, application/octet-stream otherwise)",
+    )
+    send.add_argument(
+        "--required-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="provision GROUP's subscription with the destination (a RabbitMQ queue "
+        "<destination>.<GROUP>), so the message waits there for that group (repeatable)",
+    )
     _config_options(send)
 
     tail = sub.add_parser(
@@ -217,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``binder`` console script."""
     args = build_parser().parse_args(argv)
-    level = str(args.log_level).upper()
+    # Commands that only talk to a running app (health, pause, ...) have no --log-level.
+    level = str(getattr(args, "log_level", "WARNING")).upper()
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -383,6 +401,7 @@ def cmd_config(args: argparse.Namespace) -> int:
                     k: v.model_dump(by_alias=True, mode="json") for k, v in section.bindings.items()
                 },
             }
+    _spell_names(stream, raw_stream, ["bindings", "binders"], list(config.sections))
     tree = {"stream": stream, **{k: v for k, v in layered.tree.items() if k != "stream"}}
     rows: list[tuple[tuple[str, ...], Any]] = []
     _flatten(mask(tree), (), rows)
@@ -396,6 +415,36 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _spell_names(
+    stream: dict[str, Any], raw: Any, sections: list[str], binder_types: list[str]
+) -> None:
+    """Binding and binder names as the configuration wrote them (``price_alerts-in-0``,
+    the name Spring gives the binding of function ``price_alerts``), not in the canonical
+    form they are matched in (case and ``-``/``_`` ignored), so ``binder config`` and
+    ``binder bindings`` print the same name."""
+    from binder_core.properties import canonical
+
+    def child(tree: Any, key: str) -> Any:
+        if not isinstance(tree, dict):
+            return None
+        return next((v for k, v in tree.items() if canonical(str(k)) == canonical(key)), None)
+
+    def rename(names: Any, written: Any) -> None:
+        if not isinstance(names, dict) or not isinstance(written, dict):
+            return
+        spelled = {canonical(str(k)): str(k) for k in written}
+        renamed = {spelled.get(k, k): v for k, v in names.items()}
+        names.clear()
+        names.update(renamed)
+
+    for key in sections:
+        rename(stream.get(key), child(raw, key))
+    for type_name in binder_types:
+        section = stream.get(type_name)
+        if isinstance(section, dict):
+            rename(section.get("bindings"), child(child(raw, type_name), "bindings"))
+
+
 def _table(rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -405,6 +454,7 @@ def _table(rows: list[list[str]]) -> None:
 def cmd_bindings(args: argparse.Namespace) -> int:
     """``binder bindings``: configured (or, with ``--url``, live in a running app)."""
     from binder_core.plan import make_plan, plan_binding
+    from binder_core.properties import canonical
 
     if args.url:
         return _live_bindings(args)
@@ -414,7 +464,12 @@ def cmd_bindings(args: argparse.Namespace) -> int:
     if args.module:
         plans = make_plan(config, import_app(args.module), registry.converters).all()
     else:
-        plans = [plan_binding(config, n, "-", "", None) for n in config.stream.bindings]
+        raw_stream = next(
+            (v for k, v in config.layered.tree.items() if canonical(k) == "stream"), None
+        )
+        names: dict[str, Any] = dict.fromkeys(config.stream.bindings)
+        _spell_names({"bindings": names}, raw_stream, ["bindings"], [])
+        plans = [plan_binding(config, n, "-", "", None) for n in names]
     rows = [["NAME", "DIR", "DESTINATION", "GROUP", "BINDER", "CONTENT-TYPE"]]
     for p in plans:
         rows.append(
@@ -563,8 +618,33 @@ def _headers(items: Sequence[str]) -> dict[str, str]:
     return headers
 
 
+def payload_content_type(payload: bytes) -> str:
+    """The ``contentType`` ``binder send`` labels a payload with when not told: JSON only
+    when it is one JSON document, so a reader is never told that ``hello`` is JSON."""
+    from binder_core.conversion import JSON, OCTET, TEXT, is_json_text
+
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return OCTET
+    return JSON if is_json_text(text) else TEXT
+
+
+def _stdin_payload(raw: bytes, content_type: str | None) -> bytes:
+    """What ``-`` sends: standard input without the one newline ``echo`` or an editor ends
+    it with (as the shell's ``$(...)`` drops it), unless the bytes are declared raw."""
+    from binder_core.conversion import OCTET, media_type
+
+    if content_type is not None and media_type(content_type) == OCTET:
+        return raw
+    if raw.endswith(b"\r\n"):
+        return raw[:-2]
+    return raw[:-1] if raw.endswith(b"\n") else raw
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     """``binder send``."""
+    from binder_core.errors import DeliveryError
     from binder_core.message import CONTENT_TYPE, Message
     from binder_core.properties import ProducerProperties
     from binder_core.spi import ProducerSpec
@@ -572,8 +652,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     registry = _registry()
     config = _load(args, registry)
     binder = _cli_binder(args, registry, config)
-    payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
-    headers: dict[str, Any] = {CONTENT_TYPE: args.content_type, **_headers(args.header)}
+    if args.payload == "-":
+        payload = _stdin_payload(sys.stdin.buffer.read(), args.content_type)
+    else:
+        payload = args.payload.encode()
+    content_type = args.content_type or payload_content_type(payload)
+    headers: dict[str, Any] = {CONTENT_TYPE: content_type, **_headers(args.header)}
+    props = ProducerProperties(required_groups=args.required_group)
 
     async def send() -> None:
         await binder.start()
@@ -581,15 +666,27 @@ def cmd_send(args: argparse.Namespace) -> int:
             from binder_core.kit import bind_producer
 
             producer = await bind_producer(
-                binder, ProducerSpec("cli-send", args.destination, ProducerProperties())
+                binder, ProducerSpec("cli-send", args.destination, props)
             )
-            await producer.send([Message(payload, headers)])
-            await producer.close()
+            try:
+                await producer.send([Message(payload, headers)])
+            finally:
+                await producer.close()
         finally:
             await binder.close()
 
-    asyncio.run(send())
-    print(f"sent {len(payload)} bytes to {args.destination}", file=sys.stderr)
+    try:
+        asyncio.run(send())
+    except DeliveryError as exc:
+        # A broker that routes (RabbitMQ) refuses a message no queue takes: sends are
+        # mandatory, so nothing is dropped silently. Say how to give it somewhere to wait.
+        if "unroutable" not in str(exc) or args.required_group:
+            raise
+        raise DeliveryError(
+            f"{exc}; nothing consumes '{args.destination}' yet: start its consumer first, or "
+            "pass --required-group GROUP so the message waits in that group's queue"
+        ) from None
+    print(f"sent {len(payload)} bytes ({content_type}) to {args.destination}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -650,6 +747,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
             from binder_core.kit import bind_consumer
 
             binding = await bind_consumer(binder, spec, handle)
+            who = f"group {args.group}" if args.group else "an anonymous subscriber"
+            print(
+                f"tailing {args.destination} on binder {binder.name} as {who} (Ctrl-C stops)",
+                file=sys.stderr,
+                flush=True,
+            )
             await done.wait()
             await binding.stop()
         finally:

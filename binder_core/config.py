@@ -400,6 +400,10 @@ def _problems(
         dotted = ".".join(path)
         where = layered.source_of(path)
         if error["type"] == "extra_forbidden":
+            common = _common_key_elsewhere(path)
+            if common is not None:
+                out.append(Problem(dotted, common, where))
+                continue
             parent = _model_at(model, loc[:-1])
             valid = {kebab(n) for n in parent.model_fields} if parent is not None else set()
             out.append(
@@ -413,6 +417,26 @@ def _problems(
             message += f" (got {mask_repr(error['input'], path[-1] if path else '')})"
         out.append(Problem(dotted, message, where))
     return out
+
+
+def _common_key_elsewhere(path: Sequence[str]) -> str | None:
+    """For a common binding property put under a binder type's section
+    (``stream.rabbit.bindings.X.producer.required-groups``), where it belongs instead."""
+    if len(path) != 6 or canonical(path[0]) != "stream" or canonical(path[2]) != "bindings":
+        return None
+    kind, key = canonical(path[4]), canonical(path[5])
+    common = BindingProperties.model_fields.get(kind)
+    nested = common.annotation if common is not None else None
+    if kind not in ("consumer", "producer") or not (
+        isinstance(nested, type) and issubclass(nested, BaseModel)
+    ):
+        return None
+    if key not in {canonical(n) for n in nested.model_fields}:
+        return None
+    return (
+        f"{key} is a property every binder understands, so it is not set per binder type: "
+        f"use stream.bindings.{path[3]}.{kind}.{key}"
+    )
 
 
 def _model_at(model: type[BaseModel], loc: Sequence[str]) -> type[BaseModel] | None:

@@ -25,8 +25,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from binder_core.config import AppConfig
 from binder_core.consumer import ConsumerBinding
-from binder_core.errors import BinderException
+from binder_core.errors import BinderException, ConfigError, Problem
 from binder_core.metrics import AppCollector, BatchTimes, Sampler, text
 from binder_core.output import Output
 from binder_core.plan import AppPlan
@@ -47,6 +48,12 @@ _ACTIONS = {"STOPPED": "stop", "STARTED": "start", "PAUSED": "pause", "RESUMED":
 
 class ManagementError(BinderException):
     """The management endpoint cannot start as configured."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        #: The configuration key at fault, and what is wrong with it.
+        self.key = key
+        self.reason = reason
 
 
 class Managed(Protocol):
@@ -76,17 +83,43 @@ def resolve_token(props: ManagementProperties) -> str | None:
     if props.token is not None:
         return props.token.get_secret_value()
     if props.token_file is not None:
+        key = "stream.management.token-file"
         try:
             first = Path(props.token_file).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise ManagementError(
-                f"stream.management.token-file: cannot read {props.token_file}: {exc.strerror}"
-            ) from None
+            raise ManagementError(key, f"cannot read {props.token_file}: {exc.strerror}") from None
         token = first[0].strip() if first else ""
         if not token:
-            raise ManagementError(f"stream.management.token-file: {props.token_file} is empty")
+            raise ManagementError(key, f"{props.token_file} is empty")
         return token
     return os.environ.get(props.token_env) or None
+
+
+def checked_token(props: ManagementProperties) -> str | None:
+    """The token, or ``None`` on loopback without one; raises ``ManagementError`` when the
+    endpoint would listen where other machines reach it without a token."""
+    token = resolve_token(props)
+    if not is_loopback(props.host) and token is None:
+        raise ManagementError(
+            "stream.management.host",
+            f"{props.host} is reachable from other machines, so the endpoint needs a token: "
+            f"set the environment variable {props.token_env} (or "
+            "stream.management.token-file), or listen on 127.0.0.1",
+        )
+    return token
+
+
+def check(config: AppConfig) -> None:
+    """Refuse, as a configuration error, an endpoint that could not start (no token off
+    loopback, an unreadable token file): checked before anything connects."""
+    props = config.stream.management
+    if props.port is None:
+        return
+    try:
+        checked_token(props)
+    except ManagementError as exc:
+        source = config.layered.exact_source(exc.key.split("."))
+        raise ConfigError([Problem(exc.key, exc.reason, source)]) from None
 
 
 class Management:
@@ -95,13 +128,7 @@ class Management:
     def __init__(self, app: Managed, props: ManagementProperties) -> None:
         self._app = app
         self._props = props
-        self._token = resolve_token(props)
-        if not is_loopback(props.host) and self._token is None:
-            raise ManagementError(
-                f"stream.management.host is {props.host}, which other machines can reach: set "
-                f"a token (stream.management.token-file, or the environment variable "
-                f"{props.token_env}) or listen on 127.0.0.1"
-            )
+        self._token = checked_token(props)
         self.sampler = Sampler(app, props.sample_interval)
         self.times: dict[str, BatchTimes] = {}
         self.collector = AppCollector(app, self.sampler, self.times)
@@ -116,8 +143,12 @@ class Management:
         return f"http://{shown}:{self.port}"
 
     def watch(self, name: str, binding: ConsumerBinding) -> None:
-        """Time ``binding``'s batches for the duration histogram."""
-        times = self.times[name] = BatchTimes()
+        """Time ``binding``'s batches for the duration histogram (one histogram per binding
+        for the life of the endpoint: a binding stopped and started again keeps counting,
+        as its other counters do)."""
+        times = self.times.get(name)
+        if times is None:
+            times = self.times[name] = BatchTimes()
         binding.stats.observe = times.observe
 
     async def start(self) -> None:
@@ -150,8 +181,9 @@ class Management:
         except OSError as exc:
             await runner.cleanup()
             raise ManagementError(
-                f"management endpoint cannot listen on {self._props.host}:{self._props.port}: "
-                f"{exc.strerror or exc}"
+                "stream.management.port",
+                f"the endpoint cannot listen on {self._props.host}:{self._props.port}: "
+                f"{exc.strerror or exc}",
             ) from None
         self._runner = runner
         addresses = runner.addresses
@@ -262,7 +294,15 @@ class Management:
                 status=409,
             )
         log.info("management: %s binding %s", action, name)
-        await getattr(binding, action)()
+        try:
+            await getattr(binding, action)()
+        except Exception as exc:
+            # A start refused for good (a login refused, say): an answer, not a traceback.
+            log.error("management: %s binding %s failed: %s", action, name, exc)
+            return web.json_response(
+                {"error": f"{name} could not {action}: {type(exc).__name__}: {exc}"},
+                status=500,
+            )
         if action == "start":
             self.watch(name, binding)
         return web.json_response(self.describe(name))

@@ -70,6 +70,10 @@ class App:
     async def start(self) -> None:
         """Start binders, bind producers, then consumers, then suppliers, then the
         management endpoint when one is configured."""
+        if self.config.stream.management.port is not None:
+            from binder_core.management import check
+
+            check(self.config)  # a configuration error, raised before anything connects
         await self.bind()
         self.start_suppliers()
         await self.start_management()

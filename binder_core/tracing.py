@@ -27,6 +27,10 @@ TRACESTATE = "tracestate"
 
 _INSTRUMENTATION = "binder"
 
+#: ``messaging.system`` as OpenTelemetry's conventions name a broker, by binder type (a
+#: type not listed goes by its own name: kafka, memory, a plugin's).
+_SYSTEMS = {"rabbit": "rabbitmq"}
+
 #: A tracer provider handed to binder rather than installed globally (``use_provider``);
 #: per task, so apps started from different places may trace to different providers.
 _PROVIDER: ContextVar[Any] = ContextVar("binder_tracer_provider", default=None)
@@ -77,7 +81,8 @@ def _carriers() -> tuple[Any, Any]:
 
 
 class Tracing:
-    """The spans of one binding (its destination and broker)."""
+    """The spans of one binding (its destination and broker, ``system`` being the binder
+    type)."""
 
     def __init__(self, system: str, destination: str, group: str | None = None) -> None:
         from opentelemetry import propagate, trace
@@ -93,7 +98,7 @@ class Tracing:
         self._getter, self._setter = _carriers()
         self.destination = destination
         self._attributes: dict[str, Any] = {
-            "messaging.system": system,
+            "messaging.system": _SYSTEMS.get(system, system),
             "messaging.destination.name": destination,
         }
         if group:

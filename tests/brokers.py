@@ -13,6 +13,10 @@ Load it from tests/conftest.py with ``pytest_plugins = ["tests.brokers"]``.
   it signed), ``kafka_ssl_bootstrap``, ``kafka_sasl_ssl_bootstrap`` (SCRAM-SHA-512 as
   ``SCRAM_USER``/``SCRAM_PASSWORD``) and ``rabbit_amqps_address``: each listener must finish
   a handshake verified against the CA, else the test is skipped (failed with ``CI=true``).
+* Fixture ``prometheus``: the Prometheus ``scripts/brokers up prometheus`` runs on
+  127.0.0.1:9490 (``PROMETHEUS_URL`` for another), to have it scrape an app
+  (``prometheus.scrape(job, address)`` writes a file_sd target file) and to ask it PromQL
+  (``prometheus.query``). Same skip-or-fail rule as the brokers.
 * Fixture ``unique_name``: ``unique_name("orders")`` returns a new name on every call, made of
   the prefix, the test's node id and a random suffix. It is a valid Kafka topic, RabbitMQ
   exchange or queue, and Redis key name, so tests never see each other's data.
@@ -428,3 +432,80 @@ def foreign_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return folder / "ca.pem"
+
+
+# -- Prometheus (scripts/brokers up prometheus) --------------------------------------------
+
+PROMETHEUS_DEFAULT = "http://127.0.0.1:9490"
+#: Where the Prometheus of scripts/brokers reads its file_sd targets (``PROMETHEUS_TARGETS_DIR``
+#: for one started otherwise, reading ``*.json`` there).
+PROMETHEUS_TARGETS = Path(
+    os.environ.get("PROMETHEUS_TARGETS_DIR")
+    or Path(__file__).parents[1] / ".brokers" / "prometheus" / "targets"
+)
+
+
+class Prometheus:
+    """A real Prometheus: scrape targets written as files, PromQL through its HTTP API."""
+
+    def __init__(self, url: str, targets: Path) -> None:
+        self.url = url.rstrip("/")
+        self.targets = targets
+
+    @contextlib.contextmanager
+    def scrape(self, job: str, address: str, **labels: str) -> Iterator[None]:
+        """Have Prometheus scrape ``address`` (host:port, ``/metrics``) every second, with
+        ``run=job`` and ``labels`` on every series, until the block ends."""
+        import json
+
+        target = self.targets / f"{_slug(job)}.json"
+        entry = [{"targets": [address], "labels": {"run": job, **labels}}]
+        partial = target.with_suffix(".tmp")  # not *.json: Prometheus never reads it half-written
+        partial.write_text(json.dumps(entry), encoding="utf-8")
+        os.replace(partial, target)
+        try:
+            yield
+        finally:
+            target.unlink(missing_ok=True)
+
+    def query(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query: each series' labels and value."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        address = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(address, timeout=CHECK_TIMEOUT_S * 2) as response:
+            answer = json.loads(response.read())
+        assert answer["status"] == "success", answer
+        return [(r["metric"], float(r["value"][1])) for r in answer["data"]["result"]]
+
+
+def _check_prometheus(url: str) -> None:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/-/ready", timeout=CHECK_TIMEOUT_S) as response:
+        if response.status != 200:
+            raise ConnectionError(f"/-/ready answered {response.status}")
+    with urllib.request.urlopen(f"{url}/api/v1/query?query=vector(1)", timeout=5) as response:
+        if json.loads(response.read()).get("status") != "success":
+            raise ConnectionError("a PromQL query did not succeed")
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Prometheus:
+    """The test Prometheus (``PROMETHEUS_URL`` or 127.0.0.1:9490), reading file_sd targets
+    from ``PROMETHEUS_TARGETS``; skipped when it does not answer (failed with ``CI=true``)."""
+    url = os.environ.get("PROMETHEUS_URL") or PROMETHEUS_DEFAULT
+    try:
+        _check_prometheus(url)
+        if not PROMETHEUS_TARGETS.is_dir():
+            raise FileNotFoundError(f"no targets directory {PROMETHEUS_TARGETS}")
+    except Exception as exc:  # any failure means it is not usable
+        _skip_or_fail(
+            f"prometheus not usable at {url} ({_describe(exc)}); "
+            "start it with: scripts/brokers up prometheus",
+            "an unreachable Prometheus fails",
+        )
+    return Prometheus(url, PROMETHEUS_TARGETS)

@@ -11,11 +11,12 @@ Use it from a test module of your own binder::
 
     class TestRedisConformance(BinderConformance):
         @pytest.fixture
-        def subject(self, redis_url: str, unique_name) -> Subject:
-            return Subject("redis", {"url": redis_url}, names=unique_name)
+        def subject(self) -> Subject:
+            return Subject("redis", {"url": "redis://127.0.0.1:6379/0"})
 
-A case whose capability the binder does not declare (``Binder.capabilities``) is reported
-as skipped with "not applicable", never as passed. ``BINDER_STRESS=N`` sets how many copies
+It needs pytest-asyncio, in any ``asyncio_mode``: the cases carry its mark. A case whose
+capability the binder does not declare (``Binder.capabilities``) is reported as skipped
+with "not applicable", never as passed. ``BINDER_STRESS=N`` sets how many copies
 of the stress case run at once (default 3).
 """
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from binder_core.consumer import ConsumerBinding, Processor
 from binder_core.functions import Definition, inspect_function
@@ -292,7 +294,10 @@ def requires(binder: Binder, *capabilities: Capability) -> None:
 class BinderConformance:
     """Subclass with a ``subject`` fixture returning a ``Subject`` for your binder."""
 
-    @pytest.fixture
+    # Marked here, so the suite runs in pytest-asyncio's strict mode (its default) too.
+    pytestmark = pytest.mark.asyncio
+
+    @pytest_asyncio.fixture
     async def kit(self, subject: Subject) -> AsyncIterator[Kit]:
         """Binders and bindings for one case, closed after it."""
         kit = Kit(subject)

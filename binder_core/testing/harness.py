@@ -159,6 +159,12 @@ class TestApp:
             out.append(await self.receive(name, remaining))
         return out
 
+    def watch(self, name: str) -> None:
+        """Tap a destination the app has no binding for (one a function reaches through
+        ``StreamBridge``), so that ``receive`` sees what is sent to it from now on; the
+        bindings' destinations are tapped from the start."""
+        self._tap(self.destination_of(name))
+
     def pending(self, name: str) -> int:
         """Messages sent to a destination (or binding) and not yet received by the test."""
         return int(self._tap(self.destination_of(name)).size)

@@ -8,6 +8,7 @@ import (it is loaded with the plugin): no aiokafka here.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -69,6 +70,18 @@ class KafkaProducerProperties(Props):
         description="Seconds closing waits for records still unconfirmed (their senders "
         "were never told they were delivered, so nothing confirmed is lost by giving up).",
     )
+
+    @field_validator("compression_type")
+    @classmethod
+    def _codec_installed(cls, value: str) -> str:
+        # aiokafka compresses snappy, lz4 and zstd with cramjam, an optional dependency;
+        # without it the first send would fail, long after start-up.
+        if value in ("snappy", "lz4", "zstd") and importlib.util.find_spec("cramjam") is None:
+            raise ValueError(
+                f"{value} compression needs the codec library cramjam, which is not "
+                "installed: pip install 'binder[kafka-codecs]' (or use gzip, built in)"
+            )
+        return value
 
 
 class KafkaConsumerProperties(Props):
