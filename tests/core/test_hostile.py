@@ -75,9 +75,10 @@ async def test_an_output_that_is_not_json_is_dead_lettered_not_sent() -> None:
         assert [m.payload for m in outputs] == [b"0.5", b"0.25"]
         [dead] = await app.receive_all(app.dead_letter_destination("ratio-in-0"), 1)
         assert dead.payload == b"0"
-        assert "NaN" in dead.headers[EXCEPTION_MESSAGE] or "nan" in dead.headers[
-            EXCEPTION_MESSAGE
-        ].lower()
+        assert (
+            "NaN" in dead.headers[EXCEPTION_MESSAGE]
+            or "nan" in dead.headers[EXCEPTION_MESSAGE].lower()
+        )
 
 
 async def test_batch_mode_dead_letters_only_the_messages_it_cannot_convert() -> None:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from binder_redis.fields import MAX_DEPTH, MAX_HEADERS
 from pydantic import BaseModel
 
-from binder_redis.fields import MAX_DEPTH, MAX_HEADERS
 from tests.kafka.conftest import running_app
 from tests.plugins.conftest import PREFIX, Admin
 from tests.support import eventually
