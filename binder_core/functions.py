@@ -61,6 +61,15 @@ class FunctionInfo:
     input_type: Any  # the payload type the parameter declares (inside Message / list)
     wants_message: bool  # parameter is Message[T]
     batch: bool  # parameter is list[T]: batch mode
+    #: Inputs: one, or several for a stream function over several ``AsyncIterator``s
+    #: (Spring's multi-input functions: ``fn-in-0``, ``fn-in-1``, ...).
+    inputs: int = 1
+    #: The payload type of each input (``input_type`` is the first's).
+    input_types: tuple[Any, ...] = ()
+    #: Outputs: one, or several for a function returning (or yielding) a ``tuple[A, B]``
+    #: whose positions are ``fn-out-0``, ``fn-out-1``, ...; ``None`` at a position sends
+    #: nothing there.
+    outputs: int = 1
 
     @property
     def has_input(self) -> bool:
@@ -97,13 +106,23 @@ class Definition:
             return Kind.SUPPLIER if self.last.has_output else Kind.CONSUMER
         return Kind.FUNCTION if self.last.has_output else Kind.CONSUMER
 
-    def input_binding(self) -> str:
+    def input_binding(self, index: int = 0) -> str:
         """Spring's default input binding name."""
-        return f"{self.name}-in-0"
+        return f"{self.name}-in-{index}"
 
-    def output_binding(self) -> str:
+    def output_binding(self, index: int = 0) -> str:
         """Spring's default output binding name."""
-        return f"{self.name}-out-0"
+        return f"{self.name}-out-{index}"
+
+    @property
+    def inputs(self) -> int:
+        """How many input bindings the definition has."""
+        return self.first.inputs if self.first.has_input else 0
+
+    @property
+    def outputs(self) -> int:
+        """How many output bindings the definition has."""
+        return self.last.outputs if self.last.has_output else 0
 
 
 def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
@@ -125,10 +144,12 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
         for p in sig.parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    if len(params) > 1:
+    streams = [_stream_item(hints.get(p.name, p.annotation)) for p in params]
+    if len(params) > 1 and not all(item is not _NOT_A_STREAM for item in streams):
         raise TypeError(
             f"'{name}' takes {len(params)} parameters; a bound function takes one input "
-            "(use Message[T] for payload plus headers)"
+            "(use Message[T] for payload plus headers), or, as a stream function over "
+            "several inputs, one AsyncIterator per input"
         )
     is_async_gen = inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(target)
     is_gen = inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(target)
@@ -162,6 +183,8 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
             wants_message = True
             annotation = (typing.get_args(annotation) or (Any,))[0]
         input_type = annotation
+    outputs = 1 if consumer else _output_count(returns)
+    input_types = tuple(streams) if len(params) > 1 else (input_type,)
     kind = Kind.SUPPLIER if not params else Kind.CONSUMER if consumer else Kind.FUNCTION
     if kind is Kind.SUPPLIER and consumer:
         raise TypeError(f"'{name}' takes no input and returns None: it cannot be bound")
@@ -178,7 +201,34 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
         input_type=input_type,
         wants_message=wants_message,
         batch=batch,
+        inputs=max(1, len(params)),
+        input_types=input_types,
+        outputs=outputs,
     )
+
+
+_NOT_A_STREAM = object()
+
+
+def _stream_item(annotation: Any) -> Any:
+    """The item type of an ``AsyncIterator[T]`` annotation, or ``_NOT_A_STREAM``."""
+    if typing.get_origin(annotation) in _ASYNC_ITERS:
+        return (typing.get_args(annotation) or (Any,))[0]
+    return _NOT_A_STREAM
+
+
+def _output_count(returns: Any) -> int:
+    """How many outputs a return annotation declares: a fixed ``tuple[A, B, ...]`` (also
+    inside ``Iterator``/``AsyncIterator`` for generators) gives one per position."""
+    origin = typing.get_origin(returns)
+    if origin in _ITERS or origin in _ASYNC_ITERS:
+        returns = (typing.get_args(returns) or (Any,))[0]
+        origin = typing.get_origin(returns)
+    if origin is tuple:
+        args = typing.get_args(returns)
+        if len(args) >= 2 and Ellipsis not in args:
+            return len(args)
+    return 1
 
 
 def candidates(module: ModuleType) -> dict[str, Callable[..., Any]]:

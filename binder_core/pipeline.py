@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import logging
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +52,19 @@ class Work:
     output: Output | None = None
     #: Batch mode: the outputs belong to every input of the batch alike.
     shared: bool = False
+    #: A function with several outputs: one lane per output binding.
+    lanes: list[Lane] | None = None
+
+
+@dataclass(slots=True)
+class Lane:
+    """The outputs of one batch for one output binding of a multi-output function."""
+
+    output: Output
+    outbox: Outbox
+    to_wire: Callable[[Any], Message[bytes]]
+    messages: list[Message[bytes]] = field(default_factory=list)
+    spans: list[int] = field(default_factory=list)
 
 
 class Pipeline:
@@ -65,18 +80,34 @@ class Pipeline:
         output: Output | None,
         blocking: bool = False,
         batch: bool = False,
+        more_outputs: Sequence[Output] = (),
+        input_index: int = 0,
+        stream: StreamDriver | None = None,
     ) -> None:
         self.binding = binding
         self.definition = definition
         self.policy = policy
         self.output = output
-        self._arg = argument_maker(definition.first, content_type, converters)
+        first = definition.first
+        if input_index or first.inputs > 1:
+            # One input of a stream function over several: this input's item type.
+            item = first.input_types[input_index]
+            wants_message = typing.get_origin(item) is Message or item is Message
+            if wants_message:
+                item = (typing.get_args(item) or (Any,))[0]
+            first = dataclasses.replace(first, input_type=item, wants_message=wants_message)
+        self._arg = argument_maker(first, content_type, converters)
         self._apply = compose(definition, blocking)
         self._run_sync = compose_sync(definition, blocking)
         self._single = single_function(definition, blocking)
         self._batch = batch or definition.first.batch
-        self._stream = (
+        self._input = input_index
+        self._stream = stream or (
             StreamDriver(definition.first, blocking) if definition.first.reactive else None
+        )
+        #: Every output binding, by index, when the function has several (else empty).
+        self.lanes: list[Output] = (
+            [output, *more_outputs] if output is not None and more_outputs else []
         )
         #: Attempts after a first one failed, for metrics.
         self.retries = 0
@@ -87,24 +118,26 @@ class Pipeline:
             output.message if output is not None else None
         )
 
+    @property
+    def streaming(self) -> bool:
+        """Whether the function is a stream function (it holds an item between reads)."""
+        return self._stream is not None
+
     def use_tracing(self, tracing: Tracing) -> None:
         """Trace this binding: a process span per message, outputs carrying its context."""
         self.tracing = tracing
-        output = self.output
-        if output is not None:
-            message = output.message
-            publish = output.publish
-
-            def traced(value: Any) -> Message[bytes]:
-                return publish(message(value))
-
-            self._to_wire = traced
+        if self.output is not None:
+            self._to_wire = _wire(self.output, traced=True)
 
     async def close(self) -> None:
         """End a stream function's input, sending what it yields while finishing."""
-        if self._stream is not None:
+        if self._stream is not None and self._input == 0:
             produced = await self._stream.close()
-            if produced and self.output is not None:
+            if produced and self.lanes:
+                for lane, values in zip(self.lanes, _split(produced, len(self.lanes)), strict=True):
+                    if values:
+                        await lane.send([lane.message(v) for v in values])
+            elif produced and self.output is not None:
                 await self.output.send([self.output.message(v) for v in produced])
 
     # -- the two steps -----------------------------------------------------------------
@@ -114,6 +147,8 @@ class Pipeline:
         unreadable = batch.unreadable
         if unreadable:
             return await self._with_unreadable(batch, unreadable, transaction)
+        if self.lanes:
+            return await self._each_lanes(batch, transaction)
         if self.tracing is not None:
             return await self._traced(batch, transaction)
         if self._stream is not None:
@@ -124,6 +159,10 @@ class Pipeline:
 
     async def finish(self, work: Work) -> list[Outcome]:
         """Wait for the outputs' confirmations; return one outcome per input message."""
+        if work.lanes:
+            for lane in work.lanes:
+                await self._confirm_lane(work, lane)
+            return work.outcomes
         outbox = work.outbox
         if outbox is None or not work.outputs:
             return work.outcomes
@@ -247,7 +286,69 @@ class Pipeline:
 
     async def _feed_stream(self, value: Any) -> list[Any]:
         assert self._stream is not None
-        return await self._stream.feed(value)
+        return await self._stream.feed(value, self._input)
+
+    async def _each_lanes(self, batch: Batch, transaction: Any) -> Work:
+        """A function with several outputs: each value it returns is a tuple whose
+        positions go to ``fn-out-0``, ``fn-out-1``, ... (``None``: nothing there). One
+        outbox per output; an input is processed once every output it made is confirmed."""
+        outcomes: list[Outcome] = []
+        work = Work(batch, outcomes, transaction)
+        traced = self.tracing is not None
+        lanes = [Lane(o, o.outbox(transaction), _wire(o, traced)) for o in self.lanes]
+        work.lanes = lanes
+        arg = self._arg
+        apply = self._feed_stream if self._stream is not None else self._apply
+        for msg in batch.messages:
+            try:
+                self._fan(await apply(arg(msg)), lanes)
+                outcome: Outcome = None
+            except Exception as exc:
+
+                async def again(msg: Message[bytes] = msg) -> list[Any]:
+                    return await apply(arg(msg))
+
+                result = await self._attempts(exc, again)
+                outcome = result if isinstance(result, Exception) else None
+                if outcome is None:
+                    try:
+                        self._fan(result, lanes)  # type: ignore[arg-type]
+                    except Exception as failed:
+                        outcome = self._failed(failed, 1)
+            outcomes.append(outcome)
+            for lane in lanes:
+                lane.spans.append(len(lane.messages))
+        for lane in lanes:
+            if lane.messages:
+                await lane.outbox.add(lane.messages)
+        return work
+
+    def _fan(self, values: Sequence[Any], lanes: list[Lane]) -> None:
+        """Spread returned tuples over the outputs; all or nothing for one input."""
+        n = len(lanes)
+        made: list[list[Message[bytes]]] = [[] for _ in lanes]
+        for value in values:
+            if not isinstance(value, tuple) or len(value) != n:
+                raise ConversionError(
+                    f"a function with {n} outputs returns a tuple of {n} values (None "
+                    f"for nothing), not {type(value).__name__}"
+                    + (f" of {len(value)}" if isinstance(value, tuple) else "")
+                )
+            for k, item in enumerate(value):
+                if item is not None:
+                    made[k].append(lanes[k].to_wire(item))
+        for lane, messages in zip(lanes, made, strict=True):
+            lane.messages.extend(messages)
+
+    async def _confirm_lane(self, work: Work, lane: Lane) -> None:
+        if not lane.messages:
+            return
+        results = await lane.outbox.confirm()
+        lane.output.sent += results.count(None)
+        if results.count(None) == len(results):
+            return
+        failed = [j for j, r in enumerate(results) if r is not None]
+        await self._resend_alone(work, lane.output, lane.messages, lane.spans, failed, results)
 
     async def _whole(self, batch: Batch, transaction: Any) -> Work:
         """Batch mode: the function takes the batch as a list. Messages that cannot be
@@ -361,16 +462,27 @@ class Pipeline:
     async def _find_refused(
         self, work: Work, failed: list[int], results: Sequence[Exception | None]
     ) -> None:
+        assert self.output is not None
+        await self._resend_alone(work, self.output, work.outputs, work.spans, failed, results)
+
+    async def _resend_alone(
+        self,
+        work: Work,
+        output: Output,
+        outputs: list[Message[bytes]],
+        spans: list[int],
+        failed: list[int],
+        results: Sequence[Exception | None],
+    ) -> None:
         """The broker refused some outputs. A refusal may cover more than the culprit (a
         whole broker batch), so each input with a refused output sends its outputs again on
         its own: only those the broker still refuses fail (and are dead-lettered)."""
-        assert self.output is not None
-        spans, outcomes, outputs = work.spans, work.outcomes, work.outputs
+        outcomes = work.outcomes
         suspects = sorted({bisect.bisect_right(spans, j) for j in failed})
         log.warning(
             "binding %s: the broker refused outputs of %d input(s) (%s); sending them again "
             "one input at a time",
-            self.output.binding,
+            output.binding,
             len(suspects),
             type(results[failed[0]]).__name__,
         )
@@ -378,7 +490,7 @@ class Pipeline:
             if outcomes[i] is not None:
                 continue
             start, end = spans[i - 1] if i else 0, spans[i]
-            box = self.output.outbox(work.transaction)
+            box = output.outbox(work.transaction)
             await box.add(outputs[start:end])
             again = await box.confirm()
             refused = next((r for r in again if r is not None), None)
@@ -429,3 +541,30 @@ def _delivery_error(exc: Exception | None) -> Exception:
     if isinstance(exc, DeliveryError):
         return exc
     return DeliveryError(f"the broker refused an output: {type(exc).__name__}: {exc}")
+
+
+def _wire(output: Output, traced: bool) -> Callable[[Any], Message[bytes]]:
+    """A returned value -> the message for ``output`` (with its publish span when traced)."""
+    message = output.message
+    if not traced:
+        return message
+    publish = output.publish
+
+    def traced_message(value: Any) -> Message[bytes]:
+        return publish(message(value))
+
+    return traced_message
+
+
+def _split(values: Sequence[Any], n: int) -> list[list[Any]]:
+    """Tuples returned by a multi-output function, spread per output (``None``: skipped;
+    anything else than an ``n``-tuple is left out with a warning)."""
+    out: list[list[Any]] = [[] for _ in range(n)]
+    for value in values:
+        if not isinstance(value, tuple) or len(value) != n:
+            log.warning("a value that is not a tuple of %d was left out", n)
+            continue
+        for k, item in enumerate(value):
+            if item is not None:
+                out[k].append(item)
+    return out

@@ -3,7 +3,7 @@ groups, binders and properties, with every problem found before anything connect
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from pydantic import BaseModel
@@ -43,13 +43,34 @@ class AppPlan:
     """Everything an app will bind."""
 
     definitions: list[Definition]
-    inputs: dict[str, BindingPlan]  # definition name -> its input binding
-    outputs: dict[str, BindingPlan]  # definition name -> its output binding
+    inputs: dict[str, BindingPlan]  # definition name -> its (first) input binding
+    outputs: dict[str, BindingPlan]  # definition name -> its (first) output binding
     bridge: dict[str, BindingPlan]  # configured bindings no function uses (StreamBridge)
+    #: Bindings ``-in-1``, ``-in-2``, ... / ``-out-1``, ... of multi-binding functions.
+    more_inputs: dict[str, list[BindingPlan]] = field(default_factory=dict)
+    more_outputs: dict[str, list[BindingPlan]] = field(default_factory=dict)
 
     def all(self) -> list[BindingPlan]:
         """Every binding, inputs first."""
-        return [*self.inputs.values(), *self.outputs.values(), *self.bridge.values()]
+        more_in = [p for plans in self.more_inputs.values() for p in plans]
+        more_out = [p for plans in self.more_outputs.values() for p in plans]
+        return [
+            *self.inputs.values(),
+            *more_in,
+            *self.outputs.values(),
+            *more_out,
+            *self.bridge.values(),
+        ]
+
+    def inputs_of(self, definition: str) -> list[BindingPlan]:
+        """A definition's input bindings, by index."""
+        first = self.inputs.get(definition)
+        return [first, *self.more_inputs.get(definition, [])] if first is not None else []
+
+    def outputs_of(self, definition: str) -> list[BindingPlan]:
+        """A definition's output bindings, by index."""
+        first = self.outputs.get(definition)
+        return [first, *self.more_outputs.get(definition, [])] if first is not None else []
 
     def binders(self) -> set[str]:
         """Binder instances the app uses."""
@@ -90,18 +111,23 @@ def make_plan(
     renames = config.stream.function.bindings
     inputs: dict[str, BindingPlan] = {}
     outputs: dict[str, BindingPlan] = {}
+    more_inputs: dict[str, list[BindingPlan]] = {}
+    more_outputs: dict[str, list[BindingPlan]] = {}
     used: set[str] = set()
     defaults: set[str] = set()
     for d in definitions:
-        for direction, default_name in (("in", d.input_binding()), ("out", d.output_binding())):
-            wanted = d.first.has_input if direction == "in" else d.last.has_output
-            if not wanted:
-                continue
+        names = [("in", d.input_binding(i), i) for i in range(d.inputs)]
+        names += [("out", d.output_binding(i), i) for i in range(d.outputs)]
+        for direction, default_name, index in names:
             defaults.add(canonical(default_name))
             name = renames.get(canonical(default_name), default_name)
             used.add(canonical(name))
             plan = plan_binding(config, name, direction, d.name, force_binder)
-            (inputs if direction == "in" else outputs)[d.name] = plan
+            if index == 0:
+                (inputs if direction == "in" else outputs)[d.name] = plan
+            else:
+                more = more_inputs if direction == "in" else more_outputs
+                more.setdefault(d.name, []).append(plan)
 
     path: tuple[str, ...]
     for alias in renames:
@@ -134,11 +160,12 @@ def make_plan(
             continue
         bridge[name] = plan_binding(config, name, "out", "", force_binder)
 
-    for plan in [*inputs.values(), *outputs.values(), *bridge.values()]:
-        problems.extend(_check(plan, config, converters))
+    app_plan = AppPlan(definitions, inputs, outputs, bridge, more_inputs, more_outputs)
+    for binding in app_plan.all():
+        problems.extend(_check(binding, config, converters))
     if problems:
         raise ConfigError(problems)
-    return AppPlan(definitions, inputs, outputs, bridge)
+    return app_plan
 
 
 def _check(plan: BindingPlan, config: AppConfig, converters: dict[str, Converter]) -> list[Problem]:

@@ -24,6 +24,7 @@ from binder_core.plugins import Registry
 from binder_core.properties import canonical
 from binder_core.retry import RetryPolicy
 from binder_core.spi import Binder, BindingState, Capability, ConsumerSpec, ProducerSpec
+from binder_core.streams import StreamDriver
 from binder_core.suppliers import SupplierRunner
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class App:
         self.plan: AppPlan = make_plan(config, module, registry.converters, force_binder)
         self.force_binder = force_binder
         self.binders: dict[str, Binder] = {}
-        self.outputs: dict[str, Output] = {}  # definition name -> output
+        self.outputs: dict[str, Output] = {}  # definition name -> (first) output
+        #: definition name -> its outputs -out-1, -out-2, ... (multi-output functions)
+        self.more_outputs: dict[str, list[Output]] = {}
         self.outputs_by_name: dict[str, Output] = {}  # canonical binding name -> output
         self.bindings: dict[str, ConsumerBinding] = {}
         self._pipelines: list[Pipeline] = []
@@ -105,11 +108,16 @@ class App:
                 await self._binder(name)
             for plan in self.plan.outputs.values():
                 self.outputs[plan.definition] = await self._bind_output(plan)
+            for name, plans in self.plan.more_outputs.items():
+                self.more_outputs[name] = [await self._bind_output(p) for p in plans]
             for plan in self.plan.bridge.values():
                 await self._bind_output(plan)
             for definition in self.plan.definitions:
-                if definition.name in self.plan.inputs:
-                    await self._bind_input(self.plan.inputs[definition.name])
+                inputs = self.plan.inputs_of(definition.name)
+                # A stream function over several inputs reads them all from one driver.
+                driver = StreamDriver(definition.first, blocking=False) if len(inputs) > 1 else None
+                for index, plan in enumerate(inputs):
+                    await self._bind_input(plan, index, driver)
         except BaseException:
             await self.stop()
             raise
@@ -174,7 +182,9 @@ class App:
             self.outputs_by_name.pop(canonical(plan.name), None)  # the bridge's cache owns it
         return output
 
-    async def _bind_input(self, plan: BindingPlan) -> None:
+    async def _bind_input(
+        self, plan: BindingPlan, index: int = 0, driver: StreamDriver | None = None
+    ) -> None:
         binder = await self._binder(plan.binder)
         definition = next(d for d in self.plan.definitions if d.name == plan.definition)
         stream = self.config.stream
@@ -198,6 +208,9 @@ class App:
             self.outputs.get(definition.name),
             blocking=consumer.blocking,
             batch=consumer.batch_mode,
+            more_outputs=self.more_outputs.get(definition.name, ()),
+            input_index=index,
+            stream=driver,
         )
         if self._tracing:
             from binder_core.tracing import Tracing
@@ -244,14 +257,19 @@ class App:
                 pass  # the supplier's own failure, already logged by _supplier_done
         self._suppliers.clear()
         await self._drain_volatile()
-        await asyncio.gather(
-            *(self._stop_binding(name, binding) for name, binding in self.bindings.items())
-        )
+        stopping = [
+            asyncio.ensure_future(self._stop_binding(name, binding))
+            for name, binding in self.bindings.items()
+        ]
+        await asyncio.sleep(0)  # every binding stops taking messages
+        # A stream function holds its last item until it asks for the next one: end its
+        # inputs now, so that the items it holds are released and their batches finish.
         for pipeline in self._pipelines:
             try:
                 await pipeline.close()
             except Exception as exc:
                 log.error("binding %s: stream function did not finish: %s", pipeline.binding, exc)
+        await asyncio.gather(*stopping)
         await self.bridge.close()
         self.bridge.release()
         for output in self.outputs_by_name.values():
@@ -293,12 +311,19 @@ class App:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(b.subscription.drain_timeout for b in volatile)
 
+        # A stream function holds its last item until it asks for the next: such a
+        # binding counts as done once nothing waits for it (its inputs end right after).
+        streaming = {p.binding for p in self._pipelines if p.streaming}
+
         def busy() -> list[ConsumerBinding]:
             return [
                 b
                 for b in volatile
                 if b.state is BindingState.RUNNING
-                and (not b.idle or getattr(b.subscription, "waiting", lambda: 0)() > 0)
+                and (
+                    (not b.idle and b.name not in streaming)
+                    or getattr(b.subscription, "waiting", lambda: 0)() > 0
+                )
             ]
 
         while busy():
