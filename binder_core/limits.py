@@ -2,7 +2,7 @@
 
 A limit exists so that one hostile or broken message, name or destination costs a bounded
 amount of memory and time, and never stops a stream. Each constant says what it bounds
-and what happens at the limit; README.md ("Security and limits") lists them for users.
+and what happens at the limit; the guide's docs/security.md lists them for users.
 Where a limit is configurable, the constant is the default of its setting.
 """
 
