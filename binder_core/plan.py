@@ -10,11 +10,12 @@ from pydantic import BaseModel
 
 from binder_core.config import AppConfig
 from binder_core.conversion import is_json, media_type
-from binder_core.errors import ConfigError, Problem, closest
+from binder_core.errors import ConfigError, Problem, closest, did_you_mean
 from binder_core.expression import ExpressionError, compile_expression
-from binder_core.functions import Definition, resolve_definition
+from binder_core.functions import Definition, candidates, resolve_definition
 from binder_core.names import binding_name_problems
 from binder_core.properties import BindingProperties, canonical
+from binder_core.routing import ROUTER, router_info
 from binder_core.spi import Converter
 
 
@@ -105,7 +106,17 @@ def make_plan(
 ) -> AppPlan:
     """Resolve functions and bindings; raise ``ConfigError`` with every problem found."""
     layered = config.layered
-    definitions, problems = resolve_definition(config.stream.function.definition, module)
+    function = config.stream.function
+    routing = function.routing.enabled or bool(function.routing_expression)
+    definitions: list[Definition]
+    problems: list[Problem]
+    if routing and not (function.definition or "").strip():
+        definitions, problems = [], []  # the router alone
+    else:
+        definitions, problems = resolve_definition(function.definition, module)
+    if routing:
+        definitions.append(Definition(ROUTER, (router_info(),)))
+        problems.extend(_routing_problems(config, module))
     for i, p in enumerate(problems):
         problems[i] = Problem(p.path, p.message, layered.source_of(p.path.split(".")))
     renames = config.stream.function.bindings
@@ -213,6 +224,45 @@ def _check(plan: BindingPlan, config: AppConfig, converters: dict[str, Converter
                 ".".join(path),
                 f"no binder named '{plan.binder}'; known: "
                 + ", ".join(sorted(config.stream.binders)),
+                layered.source_of(path),
+            )
+        )
+    return out
+
+
+def _routing_problems(config: AppConfig, module: ModuleType) -> list[Problem]:
+    """The router's settings, checked before anything starts."""
+    function = config.stream.function
+    layered = config.layered
+    out: list[Problem] = []
+    path: tuple[str, ...]
+    if function.routing_expression:
+        try:
+            compile_expression(function.routing_expression)
+        except ExpressionError as exc:
+            path = ("stream", "function", "routing-expression")
+            out.append(Problem(".".join(path), str(exc), layered.source_of(path)))
+    available = candidates(module)
+    allowed = function.routing.functions
+    for i, name in enumerate(allowed):
+        if name not in available:
+            path = ("stream", "function", "routing", "functions", str(i))
+            out.append(
+                Problem(
+                    ".".join(path),
+                    f"no function '{name}' in module '{module.__name__}'"
+                    + did_you_mean(name, available),
+                    layered.source_of(path),
+                )
+            )
+    default = function.routing.default_function
+    if default and (default not in available or (allowed and default not in allowed)):
+        path = ("stream", "function", "routing", "default-function")
+        out.append(
+            Problem(
+                ".".join(path),
+                f"'{default}' is not a function the router may call"
+                + did_you_mean(default, allowed or available),
                 layered.source_of(path),
             )
         )

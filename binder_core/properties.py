@@ -120,6 +120,23 @@ class BinderInstanceProperties(Props):
     default_candidate: bool = Field(True, description="May serve bindings without binder:.")
 
 
+class RoutingProperties(Props):
+    """``stream.function.routing``: Spring's router function (``functionRouter``)."""
+
+    enabled: bool = Field(
+        False,
+        description="Bind functionRouter-in-0/-out-0: each message goes to the function its "
+        "spring.cloud.function.definition header (or the routing-expression) names.",
+    )
+    default_function: str | None = Field(
+        None, description="The function for messages nothing else routes; else dead-lettered."
+    )
+    functions: list[str] = Field(
+        default_factory=list,
+        description="The functions the router may call; default: the app's public functions.",
+    )
+
+
 class FunctionProperties(Props):
     """``stream.function``."""
 
@@ -129,6 +146,12 @@ class FunctionProperties(Props):
     bindings: dict[str, str] = Field(
         default_factory=dict, description="Binding renames: <fn>-in-0: my-input."
     )
+    routing_expression: str | None = Field(
+        None,
+        description="Spring's router: an expression over headers and payload naming the "
+        "function each message of functionRouter-in-0 goes to (turns routing on).",
+    )
+    routing: RoutingProperties = Field(default_factory=RoutingProperties)
 
     _keys = field_validator("bindings", mode="before")(_canonical_keys)
 

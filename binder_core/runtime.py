@@ -21,8 +21,9 @@ from binder_core.output import Output
 from binder_core.pipeline import Pipeline
 from binder_core.plan import AppPlan, BindingPlan, make_plan, plan_binding
 from binder_core.plugins import Registry
-from binder_core.properties import canonical
+from binder_core.properties import ConsumerProperties, canonical
 from binder_core.retry import RetryPolicy
+from binder_core.routing import ROUTER, Router, Routes
 from binder_core.spi import Binder, BindingState, Capability, ConsumerSpec, ProducerSpec
 from binder_core.streams import StreamDriver
 from binder_core.suppliers import SupplierRunner
@@ -199,18 +200,22 @@ class App:
                 else consumer.instance_count,
             }
         )
-        pipeline = Pipeline(
-            plan.name,
-            definition,
-            plan.content_type,
-            self.registry.converters,
-            RetryPolicy.from_properties(consumer),
-            self.outputs.get(definition.name),
-            blocking=consumer.blocking,
-            batch=consumer.batch_mode,
-            more_outputs=self.more_outputs.get(definition.name, ()),
-            input_index=index,
-            stream=driver,
+        pipeline = (
+            self._router(plan, consumer)
+            if definition.name == ROUTER
+            else Pipeline(
+                plan.name,
+                definition,
+                plan.content_type,
+                self.registry.converters,
+                RetryPolicy.from_properties(consumer),
+                self.outputs.get(definition.name),
+                blocking=consumer.blocking,
+                batch=consumer.batch_mode,
+                more_outputs=self.more_outputs.get(definition.name, ()),
+                input_index=index,
+                stream=driver,
+            )
         )
         if self._tracing:
             from binder_core.tracing import Tracing
@@ -285,6 +290,26 @@ class App:
         self.binders.clear()
         self.bindings.clear()
         self.outputs_by_name.clear()
+
+    def _router(self, plan: BindingPlan, consumer: ConsumerProperties) -> Pipeline:
+        """Spring's router function on ``functionRouter-in-0``."""
+        function = self.config.stream.function
+        routes = Routes(
+            self.module,
+            list(function.routing.functions),
+            function.routing_expression,
+            function.routing.default_function,
+            plan.content_type,
+            self.registry.converters,
+        )
+        return Router(
+            plan.name,
+            routes,
+            plan.content_type,
+            self.registry.converters,
+            RetryPolicy.from_properties(consumer),
+            self.outputs.get(ROUTER),
+        )
 
     def binder_of(self, binding: str) -> str:
         """The name of the binder a consumer binding runs on."""
