@@ -15,8 +15,9 @@ from binder_core.message import Message
 if TYPE_CHECKING:
     from binder_core.app_config import app_settings
     from binder_core.bridge import StreamBridge
+    from binder_core.failures import FailedMessage
 
-__all__ = ["Message", "StreamBridge", "app_settings"]
+__all__ = ["FailedMessage", "Message", "StreamBridge", "app_settings"]
 __version__ = "0.1.0"
 
 
@@ -30,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from binder_core.app_config import app_settings
 
         return app_settings
+    if name == "FailedMessage":
+        from binder_core.failures import FailedMessage
+
+        return FailedMessage
     raise AttributeError(name)

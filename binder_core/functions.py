@@ -242,6 +242,16 @@ def candidates(module: ModuleType) -> dict[str, Callable[..., Any]]:
     return out
 
 
+def find_function(module: ModuleType, name: str) -> Callable[..., Any] | None:
+    """A function the configuration names: one defined in ``module``, or any public
+    callable it holds (imported into it)."""
+    found = candidates(module).get(name)
+    if found is None and not name.startswith("_"):
+        value = getattr(module, name, None)
+        found = value if callable(value) else None
+    return found
+
+
 def _public_functions(module: ModuleType) -> list[str]:
     return [n for n, v in vars(module).items() if not n.startswith("_") and inspect.isfunction(v)]
 

@@ -23,6 +23,7 @@ from typing import Any
 from binder_core.arguments import argument_maker
 from binder_core.calls import compose, compose_sync, single_function
 from binder_core.errors import ConversionError, DeliveryError
+from binder_core.failures import ErrorHandler, FailedMessage
 from binder_core.functions import Definition
 from binder_core.message import Message
 from binder_core.output import Output
@@ -111,6 +112,8 @@ class Pipeline:
         )
         #: Attempts after a first one failed, for metrics.
         self.retries = 0
+        #: The app's error handler for this binding (``error-handler-definition``).
+        self.error_handler: ErrorHandler | None = None
         #: Spans for this binding's messages, when the app traces (``use_tracing``).
         self.tracing: Tracing | None = None
         #: A returned value -> the message to send (and, when tracing, its publish span).
@@ -158,7 +161,21 @@ class Pipeline:
         return await self._each(batch, transaction, None)
 
     async def finish(self, work: Work) -> list[Outcome]:
-        """Wait for the outputs' confirmations; return one outcome per input message."""
+        """Wait for the outputs' confirmations; return one outcome per input message
+        (after the error handler, when there is one, took the failures)."""
+        outcomes = await self._confirmed(work)
+        handler = self.error_handler
+        if handler is not None and outcomes.count(None) != len(outcomes):
+            messages = work.batch.messages
+            for i, outcome in enumerate(outcomes):
+                if outcome is None:
+                    continue
+                failed = FailedMessage(messages[i], outcome, self.binding)
+                if await handler.handle(failed) and not handler.then_dead_letter:
+                    outcomes[i] = None
+        return outcomes
+
+    async def _confirmed(self, work: Work) -> list[Outcome]:
         if work.lanes:
             for lane in work.lanes:
                 await self._confirm_lane(work, lane)

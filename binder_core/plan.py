@@ -12,7 +12,7 @@ from binder_core.config import AppConfig
 from binder_core.conversion import is_json, media_type
 from binder_core.errors import ConfigError, Problem, closest, did_you_mean
 from binder_core.expression import ExpressionError, compile_expression
-from binder_core.functions import Definition, candidates, resolve_definition
+from binder_core.functions import Definition, candidates, find_function, resolve_definition
 from binder_core.names import binding_name_problems
 from binder_core.properties import BindingProperties, canonical
 from binder_core.routing import ROUTER, router_info
@@ -174,6 +174,17 @@ def make_plan(
     app_plan = AppPlan(definitions, inputs, outputs, bridge, more_inputs, more_outputs)
     for binding in app_plan.all():
         problems.extend(_check(binding, config, converters))
+        handler = binding.properties.error_handler_definition
+        if handler and binding.direction == "in" and find_function(module, handler) is None:
+            path = ("stream", "bindings", binding.name, "error-handler-definition")
+            problems.append(
+                Problem(
+                    ".".join(path),
+                    f"no function '{handler}' in module '{module.__name__}'"
+                    + did_you_mean(handler, _callables(module)),
+                    layered.source_of(path),
+                )
+            )
     if problems:
         raise ConfigError(problems)
     return app_plan
@@ -245,7 +256,7 @@ def _routing_problems(config: AppConfig, module: ModuleType) -> list[Problem]:
     available = candidates(module)
     allowed = function.routing.functions
     for i, name in enumerate(allowed):
-        if name not in available:
+        if find_function(module, name) is None:
             path = ("stream", "function", "routing", "functions", str(i))
             out.append(
                 Problem(
@@ -256,7 +267,8 @@ def _routing_problems(config: AppConfig, module: ModuleType) -> list[Problem]:
                 )
             )
     default = function.routing.default_function
-    if default and (default not in available or (allowed and default not in allowed)):
+    routable = set(allowed) if allowed else set(available)
+    if default and (default not in routable or find_function(module, default) is None):
         path = ("stream", "function", "routing", "default-function")
         out.append(
             Problem(
@@ -267,3 +279,8 @@ def _routing_problems(config: AppConfig, module: ModuleType) -> list[Problem]:
             )
         )
     return out
+
+
+def _callables(module: ModuleType) -> list[str]:
+    """Public callables of ``module``: what a configured function name may be."""
+    return [n for n, v in vars(module).items() if not n.startswith("_") and callable(v)]

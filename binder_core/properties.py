@@ -83,6 +83,11 @@ class ConsumerProperties(Props):
     blocking: bool = Field(
         False, description="Run the function in a worker thread, so it cannot stall the loop."
     )
+    dead_letter_after_error_handler: bool = Field(
+        False,
+        description="With an error-handler-definition: dead-letter a failed message after "
+        "the handler took it too (default: the handler instead of the dead-letter queue).",
+    )
 
 
 class ProducerProperties(Props):
@@ -106,6 +111,11 @@ class BindingProperties(Props):
     group: str | None = Field(None, description="Consumer group; absent = anonymous.")
     content_type: str = Field("application/json", description="Payload content type.")
     binder: str | None = Field(None, description="Binder name or type; default-binder if absent.")
+    error_handler_definition: str | None = Field(
+        None,
+        description="A function of the app that receives each message whose retries ran out "
+        "(a FailedMessage), instead of the dead-letter queue.",
+    )
     consumer: ConsumerProperties = Field(default_factory=ConsumerProperties)
     producer: ProducerProperties = Field(default_factory=ProducerProperties)
 

@@ -23,7 +23,14 @@ from binder_core.arguments import argument_maker
 from binder_core.calls import compose
 from binder_core.errors import ConversionError, did_you_mean
 from binder_core.expression import compile_expression
-from binder_core.functions import Definition, FunctionInfo, Kind, candidates, inspect_function
+from binder_core.functions import (
+    Definition,
+    FunctionInfo,
+    Kind,
+    candidates,
+    find_function,
+    inspect_function,
+)
 from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.pipeline import Pipeline, Work
@@ -83,8 +90,13 @@ class Routes:
         content_type: str,
         converters: dict[str, Converter],
     ) -> None:
-        found = candidates(module)
-        self._functions = {n: fn for n, fn in found.items() if not allowed or n in allowed}
+        if allowed:
+            # Listed in the configuration: any public callable of the module may be one.
+            listed = {n: find_function(module, n) for n in allowed}
+            self._functions = {n: fn for n, fn in listed.items() if fn is not None}
+        else:
+            # What a message may name: only functions defined in the app module itself.
+            self._functions = candidates(module)
         self._expression = compile_expression(expression) if expression else None
         self._from_payload = (expression or "").strip().startswith("payload")
         self._default = default

@@ -16,7 +16,8 @@ from binder_core.config import AppConfig
 from binder_core.consumer import ConsumerBinding
 from binder_core.conversion import encoder_for
 from binder_core.errors import BinderException
-from binder_core.functions import Kind
+from binder_core.failures import ErrorHandler
+from binder_core.functions import Kind, find_function
 from binder_core.output import Output
 from binder_core.pipeline import Pipeline
 from binder_core.plan import AppPlan, BindingPlan, make_plan, plan_binding
@@ -217,6 +218,13 @@ class App:
                 stream=driver,
             )
         )
+        handler = plan.properties.error_handler_definition
+        if handler:
+            fn = find_function(self.module, handler)
+            assert fn is not None, "checked by the plan"
+            pipeline.error_handler = ErrorHandler(
+                handler, fn, consumer.dead_letter_after_error_handler
+            )
         if self._tracing:
             from binder_core.tracing import Tracing
 
