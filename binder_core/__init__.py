@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from binder_core.app_config import app_settings
     from binder_core.bridge import StreamBridge
     from binder_core.failures import FailedMessage
+    from binder_core.polling import PolledSource
 
-__all__ = ["FailedMessage", "Message", "StreamBridge", "app_settings"]
+__all__ = ["FailedMessage", "Message", "StreamBridge", "app_settings", "pollable"]
 __version__ = "0.1.0"
 
 
@@ -36,3 +37,11 @@ def __getattr__(name: str) -> Any:
 
         return FailedMessage
     raise AttributeError(name)
+
+
+def pollable(binding: str) -> PolledSource:
+    """The running app's input ``binding`` that the app polls itself
+    (``stream.pollable-source``), see ``binder_core.polling``."""
+    from binder_core.bridge import StreamBridge
+
+    return StreamBridge.current().pollable(binding)

@@ -17,6 +17,7 @@ from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.plan import plan_binding
 from binder_core.plugins import Registry
+from binder_core.polling import PolledSource
 from binder_core.properties import canonical
 
 #: The bridge of the app whose task is running: an app's tasks inherit it from where the
@@ -31,6 +32,7 @@ class Host(Protocol):
     registry: Registry
     outputs_by_name: dict[str, Output]
     force_binder: str | None
+    pollables: dict[str, PolledSource]
 
     async def bind_output(self, name: str, dynamic: bool = False) -> Output:
         """Bind an output for ``name`` on first use."""
@@ -61,6 +63,19 @@ class StreamBridge:
         if bridge is None:
             raise BinderException("no binder app is running here")
         return bridge
+
+    def pollable(self, name: str) -> PolledSource:
+        """The input binding ``name`` that the app polls itself (``stream.pollable-source``)."""
+        app = self._app
+        found = app.pollables.get(name) or next(
+            (p for n, p in app.pollables.items() if canonical(n) == canonical(name)), None
+        )
+        if found is None:
+            raise BinderException(
+                f"'{name}' is not a pollable source (stream.pollable-source binds "
+                "<name>-in-0)" + did_you_mean(name, app.pollables)
+            )
+        return found
 
     def use(self) -> None:
         """Make this the bridge ``current`` returns here and in tasks started from here."""

@@ -50,6 +50,8 @@ class AppPlan:
     #: Bindings ``-in-1``, ``-in-2``, ... / ``-out-1``, ... of multi-binding functions.
     more_inputs: dict[str, list[BindingPlan]] = field(default_factory=dict)
     more_outputs: dict[str, list[BindingPlan]] = field(default_factory=dict)
+    #: Input bindings the app polls itself (``stream.pollable-source``), by name.
+    pollable: dict[str, BindingPlan] = field(default_factory=dict)
 
     def all(self) -> list[BindingPlan]:
         """Every binding, inputs first."""
@@ -61,6 +63,7 @@ class AppPlan:
             *self.outputs.values(),
             *more_out,
             *self.bridge.values(),
+            *self.pollable.values(),
         ]
 
     def inputs_of(self, definition: str) -> list[BindingPlan]:
@@ -110,8 +113,9 @@ def make_plan(
     routing = function.routing.enabled or bool(function.routing_expression)
     definitions: list[Definition]
     problems: list[Problem]
-    if routing and not (function.definition or "").strip():
-        definitions, problems = [], []  # the router alone
+    others = routing or bool((config.stream.pollable_source or "").strip())
+    if others and not (function.definition or "").strip():
+        definitions, problems = [], []  # the router or polled sources alone
     else:
         definitions, problems = resolve_definition(function.definition, module)
     if routing:
@@ -154,6 +158,15 @@ def make_plan(
                 )
             )
 
+    pollable: dict[str, BindingPlan] = {}
+    for source in (config.stream.pollable_source or "").split(";"):
+        if source.strip():
+            default_name = f"{source.strip()}-in-0"
+            defaults.add(canonical(default_name))
+            name = renames.get(canonical(default_name), default_name)
+            used.add(canonical(name))
+            pollable[name] = plan_binding(config, name, "in", "", force_binder)
+
     bridge: dict[str, BindingPlan] = {}
     for name in config.stream.bindings:
         if name in used:
@@ -171,7 +184,7 @@ def make_plan(
             continue
         bridge[name] = plan_binding(config, name, "out", "", force_binder)
 
-    app_plan = AppPlan(definitions, inputs, outputs, bridge, more_inputs, more_outputs)
+    app_plan = AppPlan(definitions, inputs, outputs, bridge, more_inputs, more_outputs, pollable)
     for binding in app_plan.all():
         problems.extend(_check(binding, config, converters))
         handler = binding.properties.error_handler_definition

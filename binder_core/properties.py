@@ -239,6 +239,11 @@ class StreamProperties(Props):
         description="Binder type -> the distribution that provides it, when two installed "
         "distributions provide the same type (binder plugins lists them).",
     )
+    pollable_source: str | None = Field(
+        None,
+        description="Destinations the app polls itself (';' separates): each binds "
+        "<name>-in-0, read with binder_core.pollable(name).",
+    )
     management: ManagementProperties = Field(default_factory=ManagementProperties)
     tracing: TracingProperties = Field(default_factory=TracingProperties)
 

@@ -22,6 +22,7 @@ from binder_core.output import Output
 from binder_core.pipeline import Pipeline
 from binder_core.plan import AppPlan, BindingPlan, make_plan, plan_binding
 from binder_core.plugins import Registry
+from binder_core.polling import PolledSource
 from binder_core.properties import ConsumerProperties, canonical
 from binder_core.retry import RetryPolicy
 from binder_core.routing import ROUTER, Router, Routes
@@ -61,6 +62,8 @@ class App:
         self.outputs: dict[str, Output] = {}  # definition name -> (first) output
         #: definition name -> its outputs -out-1, -out-2, ... (multi-output functions)
         self.more_outputs: dict[str, list[Output]] = {}
+        #: binding name -> the input the app polls itself (stream.pollable-source)
+        self.pollables: dict[str, PolledSource] = {}
         self.outputs_by_name: dict[str, Output] = {}  # canonical binding name -> output
         self.bindings: dict[str, ConsumerBinding] = {}
         self._pipelines: list[Pipeline] = []
@@ -114,6 +117,8 @@ class App:
                 self.more_outputs[name] = [await self._bind_output(p) for p in plans]
             for plan in self.plan.bridge.values():
                 await self._bind_output(plan)
+            for name, plan in self.plan.pollable.items():
+                self.pollables[name] = await self._bind_pollable(plan)
             for definition in self.plan.definitions:
                 inputs = self.plan.inputs_of(definition.name)
                 # A stream function over several inputs reads them all from one driver.
@@ -283,6 +288,12 @@ class App:
             except Exception as exc:
                 log.error("binding %s: stream function did not finish: %s", pipeline.binding, exc)
         await asyncio.gather(*stopping)
+        for polled in self.pollables.values():
+            try:
+                await polled.close()
+            except Exception as exc:
+                log.error("binding %s did not close cleanly: %s", polled.binding, exc)
+        self.pollables.clear()
         await self.bridge.close()
         self.bridge.release()
         for output in self.outputs_by_name.values():
@@ -298,6 +309,24 @@ class App:
         self.binders.clear()
         self.bindings.clear()
         self.outputs_by_name.clear()
+
+    async def _bind_pollable(self, plan: BindingPlan) -> PolledSource:
+        binder = await self._binder(plan.binder)
+        consumer = plan.properties.consumer
+        ext = getattr(plan.extension, "consumer", None)
+        spec = ConsumerSpec(plan.name, plan.destination, plan.group, consumer, ext)
+        try:
+            subscription = await binder.provision_consumer(spec)
+        except Exception as exc:
+            raise StartError(f"binding '{plan.name}' could not bind a consumer: {exc}") from exc
+        self._binder_of[plan.name] = plan.binder
+        return PolledSource(
+            plan.name,
+            subscription,
+            plan.content_type,
+            self.registry.converters,
+            RetryPolicy.from_properties(consumer),
+        )
 
     def _router(self, plan: BindingPlan, consumer: ConsumerProperties) -> Pipeline:
         """Spring's router function on ``functionRouter-in-0``."""

@@ -76,8 +76,10 @@ class TestApp:
         for plan in self.app.plan.all():
             if plan.direction == "out":
                 self._tap(plan.destination)
-        for binding in self.app.bindings.values():
-            dlq = getattr(binding.subscription, "dlq_name", None)
+        subscriptions = [b.subscription for b in self.app.bindings.values()]
+        subscriptions += [p.subscription for p in self.app.pollables.values()]
+        for subscription in subscriptions:
+            dlq = getattr(subscription, "dlq_name", None)
             if dlq:
                 self._tap(dlq)
         self.app.start_suppliers()
@@ -172,12 +174,16 @@ class TestApp:
     def dead_letter_destination(self, binding: str) -> str:
         """The dead-letter destination of an input binding."""
         assert self.app is not None
-        found = self.app.bindings.get(binding) or next(
-            (b for n, b in self.app.bindings.items() if canonical(n) == canonical(binding)), None
+        inputs: dict[str, Any] = {
+            **{n: b.subscription for n, b in self.app.bindings.items()},
+            **{n: p.subscription for n, p in self.app.pollables.items()},
+        }
+        found = inputs.get(binding) or next(
+            (s for n, s in inputs.items() if canonical(n) == canonical(binding)), None
         )
         if found is None:
             raise KeyError(f"no input binding '{binding}'")
-        return str(found.subscription.dlq_name)  # type: ignore[attr-defined]
+        return str(found.dlq_name)
 
 
 def _any(_: int) -> bool:
