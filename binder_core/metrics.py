@@ -105,12 +105,17 @@ class Sampler:
             await asyncio.sleep(self.interval)
 
     async def sample(self) -> None:
-        """Take every figure once (each bounded by the interval)."""
+        """Take every figure once (each bounded by the interval).
+
+        Bounded with ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for``
+        can swallow the cancellation that ``stop`` sends when the awaited call finishes at
+        the same moment, and the sampler would then sleep on past its stop."""
         app = self._app
         timeout = self.interval
         for name, binder in list(app.binders.items()):
             try:
-                self.health[name] = await asyncio.wait_for(binder.health(), timeout)
+                async with asyncio.timeout(timeout):
+                    self.health[name] = await binder.health()
             except Exception as exc:
                 self.health[name] = Health(False, f"health check failed: {type(exc).__name__}")
         for name, binding in list(app.bindings.items()):
@@ -126,13 +131,15 @@ async def _backlog(binding: ConsumerBinding, timeout: float) -> tuple[str, dict[
     whole = getattr(binding.subscription, "backlog", None)
     if whole is not None:
         with contextlib.suppress(Exception):
-            figures.update(await asyncio.wait_for(whole(), timeout))
+            async with asyncio.timeout(timeout):
+                figures.update(await whole())
         return "depth", figures
     for source in binding.sources:
         part = getattr(source, "backlog", None)
         if part is not None:
             with contextlib.suppress(Exception):
-                figures.update(await asyncio.wait_for(part(), timeout))
+                async with asyncio.timeout(timeout):
+                    figures.update(await part())
     return "lag", figures
 
 
