@@ -42,7 +42,12 @@ MAX_NAME_BYTES = 255
 
 
 class ProvisioningError(BinderException):
-    """RabbitMQ refused to declare an exchange, queue or binding."""
+    """RabbitMQ refused to declare an exchange, queue or binding (``code``: its reply code,
+    406 for one that exists with other settings)."""
+
+    def __init__(self, text: str, code: int | None = None) -> None:
+        super().__init__(text)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +83,22 @@ class Topology:
             await chan.rpc(getattr(chan.raw, op), **kwargs)
         except ChannelLost as exc:
             if exc.permanent:
-                raise ProvisioningError(_explain(op, kwargs, exc)) from exc
+                raise ProvisioningError(_explain(op, kwargs, exc), exc.code) from exc
             raise
 
-    async def _declare(self, key: tuple[Any, ...], op: str, kwargs: dict[str, Any]) -> None:
+    async def _declare(
+        self, key: tuple[Any, ...], op: str, kwargs: dict[str, Any], adopt: bool = False
+    ) -> None:
         _check_names(op, kwargs)
         backoff = Backoff()
         while True:
             try:
                 await self._do(op, kwargs)
+                break
+            except ProvisioningError as exc:
+                if not (adopt and exc.code == 406):
+                    raise
+                kwargs = await self._adopt(op, kwargs)
                 break
             except ChannelLost as exc:
                 # The connection went mid-way: declare again once it is back. ``_do``
@@ -96,8 +108,31 @@ class Topology:
                 await backoff.wait()
         self._declared[key] = (op, kwargs)
 
-    async def exchange(self, name: str, kind: str, durable: bool, auto_delete: bool) -> None:
-        """Declare an exchange."""
+    async def _adopt(self, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """An exchange or queue exists with other settings: use it as it is (a passive
+        declare proves it exists), say once what differs, and redeclare it passively after
+        a reconnect."""
+        name_key = "exchange" if op == "exchange_declare" else "queue"
+        passive = {name_key: kwargs[name_key], "passive": True}
+        await self._do(op, passive)
+        wanted = ", ".join(
+            f"{k}={v!r}" for k, v in kwargs.items() if k != name_key and v not in (None, {})
+        )
+        log.warning(
+            "rabbit: %s '%s' exists with other settings than binder declares (%s); using it "
+            "as it is (declare-mode: strict refuses instead). Without the arguments binder "
+            "wants, RabbitMQ itself does not dead-letter from it: binder's republishing "
+            "still does",
+            name_key,
+            kwargs[name_key],
+            wanted or "defaults",
+        )
+        return passive
+
+    async def exchange(
+        self, name: str, kind: str, durable: bool, auto_delete: bool, adopt: bool = False
+    ) -> None:
+        """Declare an exchange (``adopt``: use one that exists with other settings)."""
         await self._declare(
             ("exchange", name),
             "exchange_declare",
@@ -107,6 +142,7 @@ class Topology:
                 "durable": durable,
                 "auto_delete": auto_delete,
             },
+            adopt,
         )
 
     async def queue(
@@ -116,8 +152,9 @@ class Topology:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
+        adopt: bool = False,
     ) -> None:
-        """Declare a queue."""
+        """Declare a queue (``adopt``: use one that exists with other settings)."""
         await self._declare(
             ("queue", name),
             "queue_declare",
@@ -128,6 +165,7 @@ class Topology:
                 "auto_delete": auto_delete,
                 "arguments": arguments or None,
             },
+            adopt,
         )
 
     async def bind(
@@ -180,16 +218,17 @@ class Topology:
     ) -> str:
         """Declare the exchange and the required groups' queues; return the exchange name."""
         exchange = ext.prefix + destination
+        adopt = ext.declare_mode == "adopt"
         if ext.declare_exchange:
             await self.exchange(
-                exchange, ext.exchange_type, ext.exchange_durable, ext.exchange_auto_delete
+                exchange, ext.exchange_type, ext.exchange_durable, ext.exchange_auto_delete, adopt
             )
         for group in required_groups:
             base = ext.prefix + group if ext.queue_name_group_only else f"{exchange}.{group}"
             if partition_count <= 1:
                 await self._dlq(base, base, ext, republish=False)
                 if ext.bind_queue:
-                    await self.queue(base, arguments=queue_arguments(base, ext))
+                    await self.queue(base, arguments=queue_arguments(base, ext), adopt=adopt)
                     for key in _keys(ext) or ["#"]:
                         await self._bind(base, exchange, key, ext)
             else:
@@ -197,7 +236,7 @@ class Topology:
                     name = f"{base}-{index}"
                     await self._dlq(base, name, ext, republish=False)
                     if ext.bind_queue:
-                        await self.queue(name, arguments=queue_arguments(name, ext))
+                        await self.queue(name, arguments=queue_arguments(name, ext), adopt=adopt)
                         for key in _keys(ext) or [destination]:
                             await self._bind(name, exchange, f"{key}-{index}", ext)
         return exchange
@@ -215,9 +254,10 @@ class Topology:
         label = anonymous_name(ext.anonymous_group_prefix) if anonymous else str(group)
         base = label if ext.queue_name_group_only else f"{destination}.{label}"
         exchange = ext.prefix + destination
+        adopt = ext.declare_mode == "adopt"
         if ext.declare_exchange:
             await self.exchange(
-                exchange, ext.exchange_type, ext.exchange_durable, ext.exchange_auto_delete
+                exchange, ext.exchange_type, ext.exchange_durable, ext.exchange_auto_delete, adopt
             )
         queue = ext.prefix + base
         partitioned = partitioned and not anonymous
@@ -231,7 +271,7 @@ class Topology:
                 # auto-delete, so pausing the binding (cancelling its consumer) keeps it.
                 await self.queue(queue, durable=False, exclusive=True, arguments=args)
             elif durable:
-                await self.queue(queue, arguments=args)
+                await self.queue(queue, arguments=args, adopt=adopt)
             else:
                 await self.queue(queue, durable=False, auto_delete=True, arguments=args)
             keys = _keys(ext)

@@ -153,6 +153,12 @@ class RabbitCommonProperties(Props):
     """
 
     exchange_type: ExchangeType = Field("topic", description="Type of the destination exchange.")
+    declare_mode: Literal["adopt", "strict"] = Field(
+        "adopt",
+        description="An exchange or queue that exists with other settings (declared by a "
+        "Spring app with its defaults, say): adopt uses it as it is, with one warning; strict "
+        "stops start-up, as RabbitMQ refuses the declaration.",
+    )
     declare_exchange: bool = Field(True, description="Declare the destination exchange.")
     exchange_durable: bool = Field(True, description="Declare the exchange durable.")
     exchange_auto_delete: bool = Field(False, description="Declare the exchange auto-delete.")

@@ -4,6 +4,7 @@ partitions, required groups, routing, confirms, pause/resume and the binding lif
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -497,11 +498,43 @@ async def test_redeclaring_with_other_arguments_names_the_queue_and_the_fix(
     dest = unique_name("clash")
     admin.track(dest, "g")
     await binder.consumer(ConsumerSpec("in", dest, "g"), Collector())
+    strict = RabbitConsumerProperties(auto_bind_dlq=False, declare_mode="strict")
     with pytest.raises(ProvisioningError, match=rf"queue '{dest}.g'.*other settings"):
-        await binder.consumer(
-            ConsumerSpec("in2", dest, "g", extension=RabbitConsumerProperties(auto_bind_dlq=False)),
-            Collector(),
-        )
+        await binder.consumer(ConsumerSpec("in2", dest, "g", extension=strict), Collector())
+
+
+async def test_a_queue_declared_with_springs_defaults_is_adopted_with_one_warning(
+    binder: RabbitBinder,
+    admin: Admin,
+    unique_name: Namer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Spring app with its defaults (autoBindDlq false) declared <dest>.<group> without a
+    dead-letter exchange: we join it as it is, and our failures still reach our DLQ (we
+    republish them ourselves)."""
+    dest = unique_name("spring")
+    admin.track(dest, "g")
+
+    def spring_like(ch: Any) -> None:
+        ch.exchange_declare(dest, "topic", durable=True)
+        ch.queue_declare(f"{dest}.g", durable=True)
+        ch.queue_bind(f"{dest}.g", dest, "#")
+
+    await asyncio.to_thread(admin._run, spring_like)
+    got = Collector(fail=lambda m: ValueError("no") if m.payload == b"bad" else None)
+    with caplog.at_level(logging.WARNING, logger="binders.rabbit"):
+        await binder.consumer(ConsumerSpec("in", dest, "g"), got)
+    adopted = [r for r in caplog.records if "exists with other settings" in r.getMessage()]
+    assert len(adopted) == 1 and f"{dest}.g" in adopted[0].getMessage()
+    producer = await binder.producer(ProducerSpec("out", dest))
+    await producer.send([Message(b"good"), Message(b"bad")])
+    await got.wait_for(1)
+    assert got.payloads == [b"good"]
+
+    async def dead_lettered() -> bool:
+        return await admin.depth(f"{dest}.g.dlq") == 1
+
+    await eventually(dead_lettered, "the failure in our DLQ", 20)
 
 
 async def test_a_message_amqp_cannot_carry_fails_alone(
