@@ -39,6 +39,10 @@ class TickerSettings(BaseModel):
     symbols: dict[str, float] = {"ACME": 100.0, "GLOBEX": 250.0, "INITECH": 40.0}
     volatility_percent: float = 1.5
     seed: int | None = None
+    #: Every this many ticks, the tick's symbol falls by ``slump_drop_percent`` instead of
+    #: walking (0: never): a slump on demand, for demos and tests of the alert path.
+    slump_every: int = Field(0, ge=0)
+    slump_drop_percent: float = Field(10.0, gt=0, lt=100)
 
 
 class AlertSettings(BaseModel):
@@ -61,6 +65,8 @@ def ticker() -> Tick:
     symbol = _order[_next % len(_order)]
     _next += 1
     step = _random.gauss(0.0, _ticker.volatility_percent / 100.0)
+    if _ticker.slump_every and _next % _ticker.slump_every == 0:
+        step = -_ticker.slump_drop_percent / 100.0
     _prices[symbol] = round(max(0.01, _prices[symbol] * (1.0 + step)), 2)
     return Tick(symbol=symbol, price=_prices[symbol], time=time.time())
 

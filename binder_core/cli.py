@@ -352,7 +352,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.management_port is not None:
         args.overrides = [*args.overrides, f"stream.management.port={args.management_port}"]
     registry = _registry()
-    config = _load(args, registry)
+    try:
+        config = _load(args, registry)
+    except ConfigError as exc:
+        raise _with_plan(exc, args.module, registry) from None
     module = import_app(args.module)
     app = App(module, config, registry)
     try:
@@ -360,6 +363,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _with_plan(error: ConfigError, module_name: str, registry: Registry) -> ConfigError:
+    """A configuration error with what planning the app finds as well (an unknown
+    function, a binding typo), so that one round of fixes is enough."""
+    from binder_core.plan import with_plan_problems
+
+    if error.config is None:
+        return error
+    app_config.use(error.config.layered)
+    try:
+        module = import_app(module_name)
+    except (UsageError, ConfigError):
+        return error
+    return with_plan_problems(error, module, registry.converters)
 
 
 def _flatten(value: Any, prefix: tuple[str, ...], out: list[tuple[tuple[str, ...], Any]]) -> None:

@@ -4,6 +4,19 @@ variable or the ``--set`` option behind it.
 
 Lowest to highest: ``application.yaml``, ``application-<profile>.yaml`` per active profile
 (in the order given), environment variables, ``--set KEY=VALUE``.
+
+Spring Boot's reading rules apply to every source, so a Spring file works as written:
+
+- a dotted key inside YAML is a path (``function.definition: x`` is
+  ``function: {definition: x}``); brackets keep dots in a key (``[security.protocol]``);
+- ``spring.cloud.stream.*`` is ``stream.*``, ``spring.cloud.function.*`` is
+  ``stream.function.*`` and ``spring.integration.poller.*`` is ``stream.poller.*``;
+- keys are compared ignoring case, ``-`` and ``_`` (``maxAttempts`` meets ``max-attempts``
+  from another file);
+- Spring's environment variables (``SPRING_CLOUD_STREAM_KAFKA_BINDER_BROKERS``) are read
+  as well as ours (``STREAM__KAFKA__BINDER__BROKERS``);
+- ``${key}`` and ``${ENV_VAR:default}`` placeholders are replaced once every source is
+  read (by lookup, never by evaluation).
 """
 
 from __future__ import annotations
@@ -18,20 +31,42 @@ from typing import Any
 
 import yaml
 
-from binder_core.errors import Problem, did_you_mean
-from binder_core.properties import canonical
+from binder_core.errors import Problem, closest, did_you_mean
+from binder_core.properties import loose
 
 Path_ = tuple[str, ...]
 
 #: Environment variables are read for these top-level sections, plus every top-level
 #: section a configuration file defines (the app's own settings).
-ENV_ROOTS = ("stream",)
+ENV_ROOTS = ("stream", "spring")
 PROFILES_ENV = "BINDER_PROFILES"
+#: Spring's variable for the active profiles, read when ``BINDER_PROFILES`` is not set.
+SPRING_PROFILES_ENV = "SPRING_PROFILES_ACTIVE"
+
+
+class RunOn(str):
+    """A key read from a Spring environment variable (``SPRING_CLOUD_STREAM_...``) whose
+    ``_``-separated words still hold several key levels (``bindings_input_destination``):
+    where one key ends and the next begins is decided by the schema when the tree is
+    validated (``binder_core.relaxed``), as Spring Boot decides it."""
+
+    __slots__ = ()
+
+
+def key_of(path: Sequence[str]) -> Path_:
+    """The form a key path is recorded in: each key compared ignoring case, ``-`` and
+    ``_``, and dotted keys (a client setting such as ``sasl.jaas.config``) split into
+    their parts, as they are in the tree."""
+    out: list[str] = []
+    for part in path:
+        out.extend(loose(p) for p in str(part).split(".") if p)
+    return tuple(out)
 
 
 @dataclass
 class Layered:
-    """The merged tree plus, per canonical key path, the source that set it last."""
+    """The merged tree plus, per key path (``key_of``), the source that set it last and
+    the rank of that source (later sources rank higher)."""
 
     tree: dict[str, Any] = field(default_factory=dict)
     sources: dict[Path_, str] = field(default_factory=dict)
@@ -39,57 +74,216 @@ class Layered:
     profiles: list[str] = field(default_factory=list)
     #: ``A__B`` variables whose section no source names (see ``merge_env``).
     unread_env: dict[str, str] = field(default_factory=dict)
+    ranks: dict[Path_, int] = field(default_factory=dict)
+    #: Key paths the schema moved (a Spring environment variable's run-on key, an alias):
+    #: where the value now is -> where a source wrote it.
+    moved: dict[Path_, Path_] = field(default_factory=dict)
+    #: Values that were a placeholder, by key path: the text as written.
+    placeholders: dict[Path_, str] = field(default_factory=dict)
+    #: Problems found while merging (a key set twice in one source).
+    problems: list[Problem] = field(default_factory=list)
+    _rank: int = 0
+
+    def _find(self, path: Sequence[str], table: Mapping[Path_, Any]) -> Any:
+        key = key_of(path)
+        while key:
+            if key in table:
+                return table[key]
+            moved = self._moved_from(key)
+            if moved is not None and moved in table:
+                return table[moved]
+            key = key[:-1]
+        return None
+
+    def _moved_from(self, key: Path_) -> Path_ | None:
+        for n in range(len(key), 0, -1):
+            origin = self.moved.get(key[:n])
+            if origin is not None:
+                return (*origin, *key[n:])
+        return None
 
     def source_of(self, path: Sequence[str]) -> str:
         """Where the value at ``path`` (or its nearest set ancestor) came from."""
-        key = tuple(canonical(str(p)) for p in path)
-        while key:
-            if key in self.sources:
-                return self.sources[key]
-            key = key[:-1]
-        return "default"
+        found = self._find(path, self.sources)
+        return "default" if found is None else str(found)
 
     def exact_source(self, path: Sequence[str]) -> str | None:
         """Where the value at exactly ``path`` came from; None when no source set it."""
-        return self.sources.get(tuple(canonical(str(p)) for p in path))
+        key = key_of(path)
+        if key in self.sources:
+            return self.sources[key]
+        moved = self._moved_from(key)
+        return self.sources.get(moved) if moved is not None else None
 
-    def merge(self, data: Mapping[str, Any], sources: Mapping[Path_, str], label: str) -> None:
-        """Lay ``data`` over the tree; ``sources`` gives finer labels (file:line) per path."""
-        _merge(self.tree, data, (), self.sources, sources, label)
+    def rank_of(self, path: Sequence[str]) -> int:
+        """The rank of the source that set ``path`` (or its nearest set ancestor); 0 when
+        none did. Of two spellings of one key, the higher rank wins."""
+        found = self._find(path, self.ranks)
+        return 0 if found is None else int(found)
+
+    def move(self, written: Sequence[str], now: Sequence[str]) -> None:
+        """Note that the value a source wrote at ``written`` is validated at ``now``."""
+        a, b = key_of(written), key_of(now)
+        if a != b:
+            self.moved[b] = a
+
+    def next_source(self) -> None:
+        """Start a new source: what follows ranks above everything merged so far."""
+        self._rank += 1
+
+    def merge(
+        self,
+        data: Mapping[str, Any],
+        sources: Mapping[Path_, str],
+        label: str,
+        same_source: bool = False,
+    ) -> None:
+        """Lay ``data`` over the tree; ``sources`` gives finer labels (file:line) per path.
+        Spring's prefixes (``spring.cloud.stream``, ...) are moved to ours first. With
+        ``same_source`` it ranks as the merge before it (one environment)."""
+        if not same_source:
+            self._rank += 1
+        data, sources = spring_aliases(data, sources, label, self.problems)
+        _merge(self.tree, data, (), _Record(self.sources, self.ranks, sources, label, self._rank))
 
 
-def _merge(
-    base: dict[str, Any],
-    top: Mapping[str, Any],
-    prefix: Path_,
-    record: dict[Path_, str],
-    fine: Mapping[Path_, str],
-    label: str,
-) -> None:
-    by_canon = {canonical(str(k)): k for k in base}
+@dataclass
+class _Record:
+    """Where one merge writes its labels and ranks."""
+
+    labels: dict[Path_, str]
+    ranks: dict[Path_, int]
+    fine: Mapping[Path_, str]
+    label: str
+    rank: int
+
+    def set(self, path: Path_) -> None:
+        self.labels[path] = self.fine.get(path, self.label)
+        self.ranks[path] = self.rank
+
+    def drop_under(self, path: Path_) -> None:
+        n = len(path)
+        for stale in [p for p in self.labels if p[:n] == path]:
+            del self.labels[stale]
+            self.ranks.pop(stale, None)
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any], prefix: Path_, rec: _Record) -> None:
+    by_loose = {loose(str(k)): k for k in base}
     for key, value in top.items():
-        path = (*prefix, canonical(str(key)))
-        existing = by_canon.get(canonical(str(key)))
+        path = (*prefix, *key_of([key]))
+        existing = by_loose.get(loose(str(key)))
         if existing is not None and isinstance(base[existing], dict) and isinstance(value, dict):
-            record[path] = fine.get(path, label)
-            _merge(base[existing], value, path, record, fine, label)
+            rec.set(path)
+            _merge(base[existing], value, path, rec)
             continue
         if existing is not None:
             del base[existing]
         base[key if existing is None else existing] = _copy(value)
-        _record_all(path, value, record, fine, label)
+        by_loose[loose(str(key))] = key if existing is None else existing
+        _record_all(path, value, rec)
 
 
-def _record_all(
-    path: Path_, value: Any, record: dict[Path_, str], fine: Mapping[Path_, str], label: str
-) -> None:
+def _record_all(path: Path_, value: Any, rec: _Record) -> None:
     # A replaced subtree loses the labels of what it replaced: drop stale ones first.
-    for stale in [p for p in record if p[: len(path)] == path]:
-        del record[stale]
-    record[path] = fine.get(path, label)
+    rec.drop_under(path)
+    rec.set(path)
     if isinstance(value, dict):
         for k, v in value.items():
-            _record_all((*path, canonical(str(k))), v, record, fine, label)
+            _record_all((*path, *key_of([k])), v, rec)
+
+
+#: Spring's prefixes and where they live here: the tree under each moves to ours.
+SPRING_PREFIXES: tuple[tuple[Path_, Path_], ...] = (
+    (("spring", "cloud", "stream"), ("stream",)),
+    (("spring", "cloud", "function"), ("stream", "function")),
+    (("spring", "integration", "poller"), ("stream", "poller")),
+)
+
+
+def spring_aliases(
+    data: Mapping[str, Any], marks: Mapping[Path_, str], label: str, problems: list[Problem]
+) -> tuple[dict[str, Any], dict[Path_, str]]:
+    """``data`` with Spring's prefixes moved to ours (see ``SPRING_PREFIXES``), and the
+    labels of what moved moved with it. A key given under both names in one source is a
+    problem: which one was meant cannot be told."""
+    if not any(loose(str(k)) == "spring" for k in data):
+        return dict(data), dict(marks)
+    tree: dict[str, Any] = _copy(dict(data))
+    out_marks = dict(marks)
+    for spring_path, ours in SPRING_PREFIXES:
+        moved = _detach(tree, spring_path)
+        if moved is None:
+            continue
+        old, new = key_of(spring_path), key_of(ours)
+        for path in [p for p in out_marks if p[: len(old)] == old]:
+            out_marks[(*new, *path[len(old) :])] = out_marks.pop(path)
+        target = tree
+        for part in ours:
+            key = next((k for k in target if loose(str(k)) == loose(part)), part)
+            if not isinstance(target.get(key), dict):
+                if key in target:
+                    problems.append(
+                        Problem(".".join(ours), "must be a mapping", marks.get(new, label))
+                    )
+                target[key] = {}
+            target = target[key]
+        if not isinstance(moved, dict):
+            problems.append(
+                Problem(".".join(spring_path), "must be a mapping", marks.get(old, label))
+            )
+            continue
+        for twice in _overlay(target, moved, new):
+            where = out_marks.get(twice, label)
+            problems.append(
+                Problem(
+                    ".".join(twice),
+                    f"set twice in one source, as {'.'.join(spring_path)}.* and "
+                    f"{'.'.join(ours)}.*: keep one",
+                    where,
+                )
+            )
+    return tree, out_marks
+
+
+def _detach(tree: dict[str, Any], path: Path_) -> Any:
+    """Remove and return the value at ``path`` (keys matched loosely), pruning mappings
+    left empty; None when absent."""
+    trail: list[tuple[dict[str, Any], str]] = []
+    node: Any = tree
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        key = next((k for k in node if loose(str(k)) == loose(part)), None)
+        if key is None:
+            return None
+        trail.append((node, key))
+        node = node[key]
+    holder, key = trail[-1]
+    value = holder.pop(key)
+    for holder, key in reversed(trail[:-1]):
+        if not (isinstance(holder[key], dict) and not holder[key]):
+            break
+        del holder[key]
+    return value
+
+
+def _overlay(target: dict[str, Any], top: Mapping[str, Any], path: Path_) -> list[Path_]:
+    """Merge ``top`` into ``target``; the key paths both set (as leaves) are returned."""
+    twice: list[Path_] = []
+    by_loose = {loose(str(k)): k for k in target}
+    for key, value in top.items():
+        sub = (*path, *key_of([key]))
+        existing = by_loose.get(loose(str(key)))
+        if existing is None:
+            target[key] = value
+            by_loose[loose(str(key))] = key
+        elif isinstance(target[existing], dict) and isinstance(value, dict):
+            twice += _overlay(target[existing], value, sub)
+        else:
+            twice.append(sub)
+            target[existing] = value
+    return twice
 
 
 def _copy(value: Any) -> Any:
@@ -230,16 +424,47 @@ def _construct(
             if not isinstance(key_node, yaml.ScalarNode):
                 problems.append(Problem(".".join(path) or "(file)", "a key must be a name", line))
                 continue
-            key = str(scalars.construct_object(key_node))
-            sub = (*path, canonical(key))
+            written = str(scalars.construct_object(key_node))
+            # A dotted key is a path, as Spring Boot reads YAML: function.definition: x
+            # is function: {definition: x}. Brackets keep a dot inside one key.
+            segments = split_key(written) if ("." in written or "[" in written) else [written]
+            segments = segments or [written]
+            sub = (*path, *key_of(segments))
+            for n in range(len(path) + 1, len(sub) + 1):
+                marks.setdefault(sub[:n], line)
             marks[sub] = line
-            if key in out:
-                problems.append(Problem(".".join(sub), "key given twice", marks[sub]))
-            out[key] = _construct(value_node, sub, label, marks, problems, scalars)
+            value = _construct(value_node, sub, label, marks, problems, scalars)
+            if not _insert(out, segments, value):
+                problems.append(
+                    Problem(".".join((*path, *segments)), "key given twice", marks[sub])
+                )
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, path, label, marks, problems, scalars) for v in node.value]
     return scalars.construct_object(node)
+
+
+def _insert(tree: dict[str, Any], segments: Sequence[str], value: Any) -> bool:
+    """Put ``value`` at ``segments`` in ``tree``, merging mappings; False when a key was
+    already given (in any spelling: ``maxAttempts`` and ``max-attempts`` are one key)."""
+    node = tree
+    for i, seg in enumerate(segments):
+        key = next((k for k in node if loose(str(k)) == loose(seg)), None)
+        last = i == len(segments) - 1
+        if key is None:
+            node[seg] = value if last else {}
+            if last:
+                return True
+            node = node[seg]
+            continue
+        if last:
+            if isinstance(node[key], dict) and isinstance(value, dict):
+                return not _overlay(node[key], value, ())
+            return False
+        if not isinstance(node[key], dict):
+            return False
+        node = node[key]
+    return True
 
 
 def parse_scalar(text: str) -> Any:
@@ -302,14 +527,17 @@ def load(
         directory_ok = True
 
     active = list(profiles)
-    if not active and env.get(PROFILES_ENV):
-        active = [p.strip() for p in env[PROFILES_ENV].split(",") if p.strip()]
-    layered.profiles = active
+    for variable in (PROFILES_ENV, SPRING_PROFILES_ENV):
+        if not active and env.get(variable):
+            active = [p.strip() for p in env[variable].split(",") if p.strip()]
 
     if directory_ok:
         base = _find(directory, "application")
         if base is not None:
             _merge_file(layered, base, problems)
+        if not active:
+            # Spring Boot activates the profiles its base file names.
+            active = _profiles_in(layered.tree)
         for profile in active:
             file = _find(directory, f"application-{profile}")
             if file is None:
@@ -328,22 +556,28 @@ def load(
             _merge_file(layered, file, problems)
     elif active:
         problems.append(Problem("--profile", "profiles need a configuration directory"))
+    layered.profiles = active
 
     # Variables are read for the sections some other source names; the others are kept
-    # aside for app_settings, which may ask for a section no other source has.
-    roots = {canonical(k) for k in layered.tree} | set(ENV_ROOTS)
-    roots |= {canonical(str(k)) for k in properties or {}}
+    # aside for app_settings, which may ask for a section no other source has. All the
+    # environment is one source: two spellings of one key there are a problem.
+    roots = {loose(k) for k in layered.tree} | {loose(r) for r in ENV_ROOTS}
+    roots |= {loose(str(k)) for k in properties or {}}
     for item in overrides:
         head = split_key(item.partition("=")[0].strip())[:1]
-        roots |= {canonical(h) for h in head}
+        roots |= {loose(h) for h in head}
+    layered.next_source()
     for name in sorted(env):
         parts = name.split("__")
-        if len(parts) < 2 or not all(parts):
+        if len(parts) >= 2 and all(parts):
+            if loose(parts[0]) not in roots:
+                layered.unread_env[name] = env[name]
+                continue
+            merge_env(layered, name, env[name], same_source=True)
             continue
-        if canonical(parts[0]) not in roots:
-            layered.unread_env[name] = env[name]
-            continue
-        merge_env(layered, name, env[name])
+        path = spring_variable(name)
+        if path is not None:
+            layered.merge(nest(path, env[name]), {}, f"env {name}", same_source=True)
 
     if properties:
         layered.merge(properties, {}, "properties")
@@ -354,13 +588,236 @@ def load(
             continue
         segments = split_key(key.strip())
         layered.merge(nest(segments, parse_scalar(value)), {}, f"--set {key.strip()}")
+    problems.extend(layered.problems)
+    layered.problems.clear()
+    resolve_placeholders(layered, env, problems)
+    _check_spring_cloud(layered, problems)
     return layered, problems
 
 
-def merge_env(layered: Layered, name: str, value: str) -> None:
+def _profiles_in(tree: Mapping[str, Any]) -> list[str]:
+    value: Any = tree
+    for part in ("spring", "profiles", "active"):
+        if not isinstance(value, dict):
+            return []
+        value = next((v for k, v in value.items() if loose(str(k)) == part), None)
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return []
+
+
+def _check_spring_cloud(layered: Layered, problems: list[Problem]) -> None:
+    """Under ``spring.cloud`` only ``stream`` and ``function`` are ours (and moved); a key
+    that is nearly one of them is a typo that would otherwise be ignored."""
+    spring = next((v for k, v in layered.tree.items() if loose(str(k)) == "spring"), None)
+    cloud = (
+        next((v for k, v in spring.items() if loose(str(k)) == "cloud"), None)
+        if isinstance(spring, dict)
+        else None
+    )
+    if not isinstance(cloud, dict):
+        return
+    for key in cloud:
+        near = closest(loose(str(key)), ["stream", "function"])
+        if near is not None:
+            path = ("spring", "cloud", str(key))
+            problems.append(
+                Problem(
+                    ".".join(path),
+                    f"unknown key (did you mean 'spring.cloud.{near}'?)",
+                    layered.source_of(path),
+                )
+            )
+
+
+#: Spring's environment variables (``SPRING_`` and single underscores) and the key path
+#: each prefix stands for; the rest of the name is a run-on key (``RunOn``).
+SPRING_VARIABLES: tuple[tuple[str, Path_], ...] = (
+    ("SPRING_CLOUD_STREAM_", ("stream",)),
+    ("SPRING_CLOUD_FUNCTION_", ("stream", "function")),
+    ("SPRING_INTEGRATION_POLLER_", ("stream", "poller")),
+    ("SPRING_RABBITMQ_", ("spring", "rabbitmq")),
+    ("SPRING_KAFKA_", ("spring", "kafka")),
+    ("SPRING_APPLICATION_", ("spring", "application")),
+)
+
+
+def spring_variable(name: str) -> list[str] | None:
+    """Where a Spring environment variable goes (``SPRING_CLOUD_STREAM_BINDINGS_INPUT_GROUP``
+    -> ``stream`` + run-on ``bindings_input_group``), or None for any other variable."""
+    for prefix, path in SPRING_VARIABLES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return [*path, RunOn(name[len(prefix) :].lower())]
+    return None
+
+
+def merge_env(layered: Layered, name: str, value: str, same_source: bool = False) -> None:
     """Lay one ``SECTION__KEY__...`` environment variable over the tree."""
     segments = [p.lower() for p in name.split("__")]
-    layered.merge(nest(segments, parse_scalar(value)), {}, f"env {name}")
+    layered.merge(nest(segments, parse_scalar(value)), {}, f"env {name}", same_source)
+
+
+# -- placeholders ------------------------------------------------------------------------
+
+#: Deepest chain of placeholders resolved through one another.
+MAX_PLACEHOLDER_DEPTH = 32
+
+
+class _Unresolved(Exception):
+    """A placeholder without a value, or one that refers back to itself."""
+
+
+def resolve_placeholders(layered: Layered, env: Mapping[str, str], problems: list[Problem]) -> None:
+    """Replace ``${key}`` and ``${key:default}`` in every value: the key is looked up in
+    the configuration (Spring's names work: ``${spring.application.name}``), then in the
+    environment (as written, then as Spring spells a key there: ``SPRING_APPLICATION_NAME``),
+    then the default is used. A value that is only a placeholder takes the type of what it
+    finds (a number stays a number). Nothing is evaluated."""
+    resolver = _Resolver(layered.tree, env)
+
+    def walk(node: Any, path: Path_) -> Any:
+        if isinstance(node, dict):
+            for k in list(node):
+                node[k] = walk(node[k], (*path, str(k)))
+            return node
+        if isinstance(node, list):
+            return [walk(v, path) for v in node]
+        if isinstance(node, str) and "${" in node:
+            try:
+                value = resolver.text(node, ())
+            except _Unresolved as exc:
+                problems.append(Problem(".".join(path), str(exc), layered.source_of(path)))
+                return node
+            layered.placeholders[key_of(path)] = node
+            return value
+        return node
+
+    walk(layered.tree, ())
+
+
+class _Resolver:
+    def __init__(self, tree: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        self._tree = tree
+        self._env = env
+
+    def text(self, text: str, stack: tuple[str, ...]) -> Any:
+        parts: list[Any] = []
+        pos = 0
+        while True:
+            start = text.find("${", pos)
+            if start < 0:
+                break
+            end = _closing(text, start + 2)
+            if end < 0:
+                break  # an unterminated ${ is text, as in Spring
+            parts.append(text[pos:start])
+            parts.append(self._one(text[start + 2 : end], stack))
+            pos = end + 1
+        parts.append(text[pos:])
+        found = [p for p in parts if p != ""]
+        if len(found) == 1:
+            return found[0]
+        return "".join(_as_text(p) for p in found)
+
+    def _one(self, inner: str, stack: tuple[str, ...]) -> Any:
+        split = _top_colon(inner)
+        key = inner if split < 0 else inner[:split]
+        key = _as_text(self.text(key, stack)).strip()
+        if key in stack:
+            chain = " -> ".join([*stack[stack.index(key) :], key])
+            raise _Unresolved(f"placeholder ${{{key}}} refers to itself ({chain})")
+        if len(stack) >= MAX_PLACEHOLDER_DEPTH:
+            raise _Unresolved(
+                f"placeholders nested deeper than {MAX_PLACEHOLDER_DEPTH} levels at ${{{key}}}"
+            )
+        found = self._lookup(key)
+        if found is not _MISSING:
+            if isinstance(found, str) and "${" in found:
+                return self.text(found, (*stack, key))
+            return found
+        if split >= 0:
+            return self.text(inner[split + 1 :], (*stack, key))
+        spelled = _env_name(key)
+        raise _Unresolved(
+            f"placeholder ${{{key}}} has no value: no key {key} in the configuration and no "
+            f"environment variable {spelled}; set one, or give a default: ${{{key}:value}}"
+        )
+
+    def _lookup(self, key: str) -> Any:
+        if not key:
+            return _MISSING
+        segments = split_key(key)
+        for spring_path, ours in SPRING_PREFIXES:
+            n = len(spring_path)
+            if [loose(s) for s in segments[:n]] == list(spring_path):
+                segments = [*ours, *segments[n:]]
+                break
+        node: Any = self._tree
+        for seg in segments:
+            if not isinstance(node, dict):
+                node = _MISSING
+                break
+            node = next((v for k, v in node.items() if loose(str(k)) == loose(seg)), _MISSING)
+            if node is _MISSING:
+                break
+        if node is not _MISSING:
+            return node
+        for name in (key, _env_name(key)):
+            if name in self._env:
+                return self._env[name]
+        return _MISSING
+
+
+_MISSING: Any = object()
+
+
+def _env_name(key: str) -> str:
+    """A key as Spring Boot spells it in the environment: ``spring.application.name`` ->
+    ``SPRING_APPLICATION_NAME``."""
+    return re.sub(r"[.\[\]]+", "_", key).replace("-", "").strip("_").upper()
+
+
+def _closing(text: str, pos: int) -> int:
+    """The index of the ``}`` closing a placeholder whose body starts at ``pos``."""
+    depth = 1
+    while pos < len(text):
+        if text.startswith("${", pos):
+            depth += 1
+            pos += 2
+            continue
+        if text[pos] == "}":
+            depth -= 1
+            if depth == 0:
+                return pos
+        pos += 1
+    return -1
+
+
+def _top_colon(inner: str) -> int:
+    """The ``:`` separating key and default, outside any nested placeholder."""
+    depth = 0
+    i = 0
+    while i < len(inner):
+        if inner.startswith("${", i):
+            depth += 1
+            i += 2
+            continue
+        if inner[i] == "}":
+            depth -= 1
+        elif inner[i] == ":" and depth == 0:
+            return i
+        i += 1
+    return -1
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return ""
+    return str(value)
 
 
 def _find(directory: Path, stem: str) -> Path | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from binder_core.secrets import mask_text
 
@@ -28,10 +29,15 @@ class Problem:
 
 class ConfigError(BinderException):
     """Start-up stopped because the configuration is wrong. Carries every problem found,
-    so a user fixes them all in one round rather than one per run."""
+    so a user fixes them all in one round rather than one per run.
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    ``config`` is what could be validated despite the problems (an ``AppConfig`` whose
+    bad parts are left at their defaults), so that the next step (planning the bindings
+    of an app) can still add its own problems to the same report."""
+
+    def __init__(self, problems: Iterable[Problem], config: Any = None) -> None:
         self.problems = list(problems)
+        self.config = config
         super().__init__(self.render())
 
     def render(self) -> str:

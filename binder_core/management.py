@@ -6,6 +6,7 @@
 - ``GET /bindings``, ``GET /bindings/NAME``, ``POST /bindings/NAME`` with
   ``{"state": "STOPPED" | "STARTED" | "PAUSED" | "RESUMED"}`` (Spring's actuator words).
 - ``GET /metrics``: Prometheus text (``metrics.py``).
+- ``GET /ops/``: the operations page, live in a browser (``ops_page.py``).
 
 Off unless a port is configured. It listens on 127.0.0.1 unless told otherwise; on any
 other address a bearer token is required (from ``token``, ``token-file`` or the
@@ -36,6 +37,8 @@ from binder_core.spi import Binder, BindingState, Health
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from binder_core.ops_page import OpsPage
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ class Management:
         self.times: dict[str, BatchTimes] = {}
         self.collector = AppCollector(app, self.sampler, self.times)
         self._runner: Any = None
+        self.ops: OpsPage | None = None
         #: The port it listens on (the one the system chose, for port 0).
         self.port: int | None = None
 
@@ -154,6 +158,8 @@ class Management:
     async def start(self) -> None:
         from aiohttp import web
 
+        from binder_core.ops_page import OpsPage
+
         for name, binding in self._app.bindings.items():
             self.watch(name, binding)
         auth = self._auth
@@ -173,6 +179,8 @@ class Management:
                 web.get("/metrics", self._metrics),
             ]
         )
+        self.ops = OpsPage(self._app, self.describe, self.sampler, self._token)
+        app.add_routes(self.ops.routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self._props.host, self._props.port or 0)
@@ -189,9 +197,13 @@ class Management:
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else self._props.port
         self.sampler.start()
-        log.info("management endpoint at %s", self.url)
+        self.ops.port = self.port
+        self.ops.start()
+        log.info("management endpoint at %s (operations page: %s/ops/)", self.url, self.url)
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()  # ends the live feeds, which would hold the runner's cleanup
         await self.sampler.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -203,7 +215,10 @@ class Management:
         from aiohttp import web
 
         token = self._token
-        if token is not None:
+        ops = self.ops
+        if token is not None and not (
+            ops is not None and (ops.public(request) or ops.admits(request))
+        ):
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):

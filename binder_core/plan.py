@@ -3,6 +3,7 @@ groups, binders and properties, with every problem found before anything connect
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -18,6 +19,9 @@ from binder_core.properties import BindingProperties, canonical
 from binder_core.routing import ROUTER, router_info
 from binder_core.spi import Converter
 
+#: Spring's binding names: ``<function>-in-<index>`` and ``<function>-out-<index>``.
+_SPRING_NAME = re.compile(r"^(?P<fn>.+)-(?P<dir>in|out)-(?P<index>\d+)$")
+
 
 @dataclass(frozen=True)
 class BindingPlan:
@@ -26,7 +30,7 @@ class BindingPlan:
     name: str
     direction: str  # "in" or "out"
     definition: str  # the function (composition) it belongs to; "" for StreamBridge
-    destination: str
+    destination: str  # as configured: several destinations of a consumer as a,b
     group: str | None
     binder: str  # binder instance name
     binder_type: str
@@ -37,6 +41,13 @@ class BindingPlan:
     def content_type(self) -> str:
         """The binding's content type."""
         return self.properties.content_type
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        """Each destination (a consumer bound to ``a,b`` has two)."""
+        return (
+            tuple(self.destination.split(",")) if "," in self.destination else (self.destination,)
+        )
 
 
 @dataclass(frozen=True)
@@ -86,7 +97,7 @@ def plan_binding(
 ) -> BindingPlan:
     """The plan for binding ``name``, its properties merged from ``stream.default``."""
     props = config.binding(name)
-    binder = force_binder or props.binder or config.default_binder
+    binder = force_binder or props.binder or config.default_choice()[0]
     binder_type = config.instance_type(binder) if binder in config.stream.binders else binder
     return BindingPlan(
         name=name,
@@ -171,7 +182,7 @@ def make_plan(
     for name in config.stream.bindings:
         if name in used:
             continue
-        near = closest(name, sorted(used))
+        near = _typo_of(name, used)
         if near is not None:
             path = ("stream", "bindings", name)
             problems.append(
@@ -183,10 +194,15 @@ def make_plan(
             )
             continue
         bridge[name] = plan_binding(config, name, "out", "", force_binder)
+    # Spring's output-bindings: producers StreamBridge finds bound from the start.
+    for fn in config.stream.output_bindings:
+        name = f"{fn}-out-0"
+        if canonical(name) not in used and canonical(name) not in bridge:
+            bridge[canonical(name)] = plan_binding(config, name, "out", "", force_binder)
 
     app_plan = AppPlan(definitions, inputs, outputs, bridge, more_inputs, more_outputs, pollable)
     for binding in app_plan.all():
-        problems.extend(_check(binding, config, converters))
+        problems.extend(_check(binding, config, converters, force_binder))
         handler = binding.properties.error_handler_definition
         if handler and binding.direction == "in" and find_function(module, handler) is None:
             path = ("stream", "bindings", binding.name, "error-handler-definition")
@@ -199,15 +215,100 @@ def make_plan(
                 )
             )
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, config=config)
     return app_plan
 
 
-def _check(plan: BindingPlan, config: AppConfig, converters: dict[str, Converter]) -> list[Problem]:
+def _typo_of(name: str, used: set[str]) -> str | None:
+    """The binding of a function ``name`` was probably meant for, or None: a configured
+    binding no function uses is otherwise a StreamBridge output. Only a name of the same
+    direction and index is suggested (``orders-out-0`` is no typo of ``on-order-in-0``)."""
+    mine = _SPRING_NAME.match(name)
+    if mine is None:
+        return closest(name, sorted(used))
+    same = []
+    for other in used:
+        theirs = _SPRING_NAME.match(other)
+        if theirs is not None and (theirs["dir"], theirs["index"]) == (mine["dir"], mine["index"]):
+            same.append(other)
+    return closest(name, sorted(same))
+
+
+def with_plan_problems(
+    error: ConfigError,
+    module: ModuleType,
+    converters: dict[str, Converter],
+    force_binder: str | None = None,
+) -> ConfigError:
+    """``error`` (from loading the configuration) with the problems planning the app on
+    what could be validated finds as well (an unknown function, a binding typo, an
+    unknown content type), so one bad value does not hide them until it is fixed. A
+    problem at a key already reported is not repeated."""
+    if error.config is None:
+        return error
+    try:
+        make_plan(error.config, module, converters, force_binder)
+    except ConfigError as more:
+        seen = [p.path for p in error.problems]
+        extra = [
+            p
+            for p in more.problems
+            if not any(p.path == s or p.path.startswith(f"{s}.") for s in seen)
+        ]
+        if extra:
+            return ConfigError([*error.problems, *extra], config=error.config)
+    except Exception:
+        return error  # the partial configuration could not be planned: report what we have
+    return error
+
+
+def configured_problems(config: AppConfig, converters: dict[str, Converter]) -> list[Problem]:
+    """What planning finds in the configured bindings alone, without the app module
+    (``binder config``): content types no converter reads, a default binder that cannot
+    be chosen."""
+    problems: list[Problem] = []
+    for name in config.stream.bindings:
+        plan = plan_binding(config, name, "in", "", None)
+        problems += [
+            p
+            for p in _check(plan, config, converters)
+            if p.path.endswith((".content-type", ".binder"))
+        ]
+    return problems
+
+
+def _check(
+    plan: BindingPlan,
+    config: AppConfig,
+    converters: dict[str, Converter],
+    force_binder: str | None = None,
+) -> list[Problem]:
     layered = config.layered
     base = ("stream", "bindings", plan.name)
     out = []
     path: tuple[str, ...]
+    if len(plan.destinations) > 1 and plan.direction == "out":
+        path = (*base, "destination")
+        out.append(
+            Problem(
+                ".".join(path),
+                f"'{plan.destination}' names several destinations, which only a consumer "
+                "binding can have; a producer sends to one destination (send to others "
+                "with StreamBridge)",
+                layered.source_of(path),
+            )
+        )
+    if force_binder is None and plan.properties.binder is None:
+        _, ambiguous = config.default_choice()
+        if ambiguous is not None:
+            path = (*base, "binder")
+            out.append(
+                Problem(
+                    ".".join(path),
+                    f"binding '{plan.name}' names no binder and {ambiguous}",
+                    layered.source_of(base),
+                )
+            )
     mt = media_type(plan.content_type)
     if not (is_json(mt) or mt in converters):
         path = (*base, "content-type")
@@ -219,28 +320,22 @@ def _check(plan: BindingPlan, config: AppConfig, converters: dict[str, Converter
                 layered.source_of(path),
             )
         )
-    expression = plan.properties.producer.partition_key_expression
-    if expression and plan.direction == "out":
-        try:
-            compile_expression(expression)
-        except ExpressionError as exc:
-            path = (*base, "producer", "partition-key-expression")
-            out.append(Problem(".".join(path), str(exc), layered.source_of(path)))
     binder_type = config.types.get(plan.binder_type)
     if binder_type is not None:
         consumer = getattr(plan.extension, "consumer", None)
         incoming = plan.direction == "in"
-        out.extend(
-            binding_name_problems(
-                binder_type,
-                layered,
-                plan.name,
-                plan.properties.destination,
-                group=plan.group if incoming else None,
-                required_groups=() if incoming else plan.properties.producer.required_groups,
-                dlq_name=getattr(consumer, "dlq_name", None) if incoming else None,
+        for destination in plan.properties.destinations or (None,):
+            out.extend(
+                binding_name_problems(
+                    binder_type,
+                    layered,
+                    plan.name,
+                    destination,
+                    group=plan.group if incoming else None,
+                    required_groups=() if incoming else plan.properties.producer.required_groups,
+                    dlq_name=getattr(consumer, "dlq_name", None) if incoming else None,
+                )
             )
-        )
     if plan.binder not in config.stream.binders:
         path = (*base, "binder")
         out.append(

@@ -13,7 +13,9 @@ import pydantic_core
 
 from binder_core import app_config
 from binder_core.config import load_config
+from binder_core.errors import ConfigError
 from binder_core.message import CONTENT_TYPE, Message
+from binder_core.plan import with_plan_problems
 from binder_core.plugins import Registry, load_plugins
 from binder_core.properties import canonical
 from binder_core.runtime import App
@@ -61,15 +63,18 @@ class TestApp:
     async def start(self) -> TestApp:
         """Bind everything on the memory binder, tap outputs, start suppliers."""
         registry = self._registry or load_plugins()
-        config = load_config(
-            self._config_dir,
-            self._profiles,
-            self._overrides,
-            registry.binder_types,
-            environ={},
-            properties=self._properties,
-            read_files=self._config_dir is not None,
-        )
+        try:
+            config = load_config(
+                self._config_dir,
+                self._profiles,
+                self._overrides,
+                registry.binder_types,
+                environ={},
+                properties=self._properties,
+                read_files=self._config_dir is not None,
+            )
+        except ConfigError as exc:  # with what planning the app finds too, in one report
+            raise with_plan_problems(exc, self.module, registry.converters, "memory") from None
         app_config.use(config.layered)
         self.app = App(self.module, config, registry, force_binder="memory")
         await self.app.bind()

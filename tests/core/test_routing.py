@@ -114,8 +114,9 @@ async def test_a_default_function_takes_what_nothing_else_routes() -> None:
 
 
 async def test_bad_routing_settings_stop_start_up() -> None:
-    tree = _tree(**{"routing-expression": "payload..kind", "routing": {"default-function": "nope"}})
-    with pytest.raises(ConfigError) as caught:
-        await TestApp(_module(), properties=tree).start()
-    text = str(caught.value)
-    assert "routing-expression" in text and "default-function" in text
+    bad_expression = _tree(**{"routing-expression": "payload..kind"})
+    with pytest.raises(ConfigError, match="routing-expression"):
+        await TestApp(_module(), properties=bad_expression).start()
+    unknown_default = _tree(routing={"enabled": True, "default-function": "nope"})
+    with pytest.raises(ConfigError, match="default-function.*'nope'"):
+        await TestApp(_module(), properties=unknown_default).start()

@@ -92,7 +92,7 @@ def test_validation_error_on_a_value_holding_a_password(tmp_path: Path) -> None:
         "stream:\n  binders:\n    r:\n      type: rabbit\n      environment:\n"
         "        port: amqp://alice:hunter2@127.0.0.1\n"
         "        heartbeat: redis://:hunter2@h\n"
-        "  bindings:\n    f-in-0:\n      destination: [AMQPS://bob:hunter2@h]\n",
+        "  bindings:\n    f-in-0:\n      destination: {url: AMQPS://bob:hunter2@h}\n",
     )
     with pytest.raises(ConfigError) as exc:
         load_config(tmp_path, (), (), TYPES, environ={})
