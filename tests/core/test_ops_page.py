@@ -239,3 +239,28 @@ async def test_an_endpoint_stopped_as_it_starts_stops_at_once(
     stopping = asyncio.ensure_future(app.app.management.stop())
     done, _ = await asyncio.wait([stopping], timeout=2.0)
     assert stopping in done, "the endpoint did not stop within 2 s"
+
+
+def test_nothing_of_the_pages_is_imported_when_the_endpoint_is_off() -> None:
+    # binder run stays quick to start: the endpoint, its page, its feed and aiohttp are
+    # imported only when stream.management.port is set.
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    code = (
+        "import sys\n"
+        "from binder_core import cli\n"
+        "try:\n"
+        "    cli.main(['run', 'apps.market', '--run-for', '0.2', '--log-level', 'ERROR'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'\n"
+        "      or m in ('binder_core.management', 'binder_core.ops_page', 'binder_core.feed')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
