@@ -291,6 +291,14 @@ class Management:
         name = self._find(request.match_info["name"])
         if name is None:
             return _not_found(request.match_info["name"])
+        if request.content_type != "application/json":
+            # A web page may make a browser post text/plain anywhere without asking (no
+            # CORS preflight): insisting on JSON keeps other sites from steering an
+            # endpoint that has no token.
+            return web.json_response(
+                {"error": 'send {"state": ...} as Content-Type: application/json'},
+                status=415,
+            )
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):

@@ -146,6 +146,32 @@ async def test_without_a_token_on_loopback_the_page_needs_none(
                 assert (await _first_event(r))["bindings"]
 
 
+async def test_another_site_cannot_make_a_browser_steer_an_endpoint_without_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A page anywhere may make the browser post text/plain to 127.0.0.1 without a CORS
+    # preflight; only JSON steers a binding (and JSON from another origin needs a
+    # preflight the endpoint never grants).
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    async with TestApp({"shout": shout}, properties=_tree()) as app:
+        assert app.app is not None
+        await app.app.start_management()
+        assert app.app.management is not None
+        url = app.app.management.url
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{url}/bindings/shout-in-0",
+                data='{"state": "PAUSED"}',
+                headers={"Content-Type": "text/plain", "Origin": "http://elsewhere.example"},
+            ) as r:
+                assert r.status == 415
+                assert "application/json" in (await r.json())["error"]
+            assert app.app.bindings["shout-in-0"].state.value == "running"
+            async with http.post(f"{url}/bindings/shout-in-0", json={"state": "PAUSED"}) as r:
+                assert r.status == 200
+            assert app.app.bindings["shout-in-0"].state.value == "paused"
+
+
 async def test_rates_are_sampled_from_the_counters_and_pause_drops_them_to_zero(
     endpoint: tuple[TestApp, str],
 ) -> None:
@@ -213,3 +239,28 @@ async def test_an_endpoint_stopped_as_it_starts_stops_at_once(
     stopping = asyncio.ensure_future(app.app.management.stop())
     done, _ = await asyncio.wait([stopping], timeout=2.0)
     assert stopping in done, "the endpoint did not stop within 2 s"
+
+
+def test_nothing_of_the_pages_is_imported_when_the_endpoint_is_off() -> None:
+    # binder run stays quick to start: the endpoint, its page, its feed and aiohttp are
+    # imported only when stream.management.port is set.
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    code = (
+        "import sys\n"
+        "from binder_core import cli\n"
+        "try:\n"
+        "    cli.main(['run', 'apps.market', '--run-for', '0.2', '--log-level', 'ERROR'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'\n"
+        "      or m in ('binder_core.management', 'binder_core.ops_page', 'binder_core.feed')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
