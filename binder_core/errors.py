@@ -55,6 +55,13 @@ class ConversionError(BinderException):
     """
 
 
+class PartitionKeyError(ConversionError):
+    """A partitioned producer could not key a message: its partition key expression gave
+    null, or failed on the message's values. Spring fails such a send too. The same
+    message fails the same way every time, so it is not retried: the input it came from
+    is dead-lettered with this reason."""
+
+
 class DeliveryError(BinderException):
     """A broker refused, could not route, or did not confirm a message."""
 

@@ -1,79 +1,548 @@
-"""The partition key expression: a small, safe path language, never ``eval``.
+"""Expressions over a message: a small, safe language in SpEL's spelling, never ``eval``.
 
-Grammar: a root (``payload`` or ``headers``) followed by steps, each ``.name`` or
-``['key']`` / ``["key"]`` / ``[0]``. Examples: ``payload.symbol``,
-``headers['x-key']``, ``payload.order.lines[0].sku``. A step reads an attribute or a mapping
-key; nothing is called, so an expression can only read what the message holds.
+What Spring users write in ``partition-key-expression``, ``routing-key-expression`` and
+``routing-expression`` works here:
+
+- paths over the message: ``payload``, ``payload.symbol``, ``payload.lines[0].sku``,
+  ``headers['x-key']``, ``headers.type`` (a step reads a mapping key, a list index or a
+  public attribute; nothing is called, so an expression can only read what the message
+  holds, and a missing step gives null);
+- literals: ``'text'`` / ``"text"`` (a quote doubled inside is one quote), ``42``,
+  ``2.5``, ``true``, ``false``, ``null``;
+- arithmetic ``+ - * / %`` (``/`` between whole numbers truncates, as in Java; ``+``
+  with text joins text), comparisons ``== != < <= > >=`` (also ``eq ne lt le gt ge``),
+  ``and`` / ``&&``, ``or`` / ``||``, ``not`` / ``!``, ``cond ? a : b``, Elvis ``a ?: b``,
+  parentheses.
+
+The text is parsed once into a tree of closures (precedence climbing over the grammar
+below); what runs per message is those closures. Text that is not in the language is an
+``ExpressionError`` naming the position; a value that does not fit an operator when the
+expression runs (text minus a number, a null operand) is an ``EvaluationError``.
+
+Grammar, loosest first::
+
+    expr     := or ('?' expr ':' expr | '?:' expr)?
+    or       := and (('or' | '||') and)*
+    and      := compare (('and' | '&&') compare)*
+    compare  := sum (('==' | '!=' | '<' | '<=' | '>' | '>=') sum)?
+    sum      := product (('+' | '-') product)*
+    product  := unary (('*' | '/' | '%') unary)*
+    unary    := ('-' | '+' | 'not' | '!') unary | primary
+    primary  := literal | path | '(' expr ')'
+    path     := ('payload' | 'headers') ('.' name | '?.' name | '[' expr ']')*
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-_STEP = re.compile(
-    r"""\.(?P<attr>[A-Za-z_][A-Za-z0-9_-]*)|\[\s*(?:'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<idx>-?\d+))\s*\]"""
-)
-_ROOTS = ("payload", "headers")
 
 #: Evaluates an expression on (payload, headers).
 Expression = Callable[[Any, Mapping[str, Any]], Any]
 
+#: Longest expression text accepted, and deepest nesting of operators and parentheses:
+#: an expression is configuration, not a program.
+MAX_LENGTH = 2000
+MAX_DEPTH = 40
+
+_ROOTS = ("payload", "headers")
+
 
 class ExpressionError(ValueError):
-    """The expression text is not in the path language."""
+    """The expression text is not in the language."""
 
 
-def compile_expression(text: str) -> Expression:
-    """Parse ``text`` once; the returned function is what runs per message."""
-    source = text.strip()
-    root = next((r for r in _ROOTS if source.startswith(r)), None)
-    if root is None:
-        raise ExpressionError(
-            f"'{text}' must start with payload or headers (for example payload.symbol "
-            "or headers['x-key'])"
-        )
-    steps: list[str | int] = []
-    pos = len(root)
-    while pos < len(source):
-        match = _STEP.match(source, pos)
+class EvaluationError(ValueError):
+    """An expression met a value its operators cannot take (text minus a number, a null
+    operand, a division by zero)."""
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "num", "str", "name", "op", "end"
+    text: str
+    pos: int
+    value: Any = None
+
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<num>\d+\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?[LlDdFf]?)
+  | (?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>\?\.|\?:|==|!=|<=|>=|&&|\|\||[-+*/%<>!?:.\[\]()])
+    """,
+    re.VERBOSE,
+)
+_WORD_OPS = {
+    "and": "&&",
+    "or": "||",
+    "not": "!",
+    "eq": "==",
+    "ne": "!=",
+    "lt": "<",
+    "le": "<=",
+    "gt": ">",
+    "ge": ">=",
+    "div": "/",
+    "mod": "%",
+}
+_LITERALS = {"true": True, "false": False, "null": None}
+
+
+def _tokens(text: str) -> list[_Token]:
+    out: list[_Token] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
         if match is None:
-            raise ExpressionError(
-                f"'{text}': unexpected '{source[pos:]}' at position {pos}; steps are "
-                ".name or ['key'] or [index]"
-            )
-        if match["attr"] is not None:
-            steps.append(match["attr"])
-        elif match["idx"] is not None:
-            steps.append(int(match["idx"]))
-        else:
-            steps.append(match["sq"] if match["sq"] is not None else match["dq"])
+            if text[pos] in "'\"":
+                raise _error(text, pos, "this text has no closing quote")
+            raise _error(text, pos, f"unexpected {text[pos]!r}")
+        kind = match.lastgroup or ""
+        word = match.group()
+        if kind == "num":
+            digits = word.rstrip("LlDdFf")
+            number: Any = float(digits) if any(c in digits for c in ".eE") else int(digits)
+            if word[-1:] in "DdFf":
+                number = float(number)
+            out.append(_Token("num", word, pos, number))
+        elif kind == "str":
+            quote = word[0]
+            out.append(_Token("str", word, pos, word[1:-1].replace(quote * 2, quote)))
+        elif kind == "name" and word.lower() in _WORD_OPS:
+            out.append(_Token("op", _WORD_OPS[word.lower()], pos))
+        elif kind == "name":
+            out.append(_Token("name", word, pos))
+        elif kind == "op":
+            out.append(_Token("op", word, pos))
         pos = match.end()
-    path = tuple(steps)
-    from_headers = root == "headers"
+    out.append(_Token("end", "", len(text)))
+    return out
 
-    def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+
+def _error(text: str, pos: int, what: str) -> ExpressionError:
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return ExpressionError(f"'{shown}': {what} at position {pos}")
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+#: Binary operators by how tightly they bind (higher binds tighter).
+_BINARY = {
+    "||": 1,
+    "&&": 2,
+    "==": 3,
+    "!=": 3,
+    "<": 3,
+    "<=": 3,
+    ">": 3,
+    ">=": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "/": 5,
+    "%": 5,
+}
+_COMPARE = 3
+_TIGHTEST = 5
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokens(text)
+        self.i = 0
+        self.depth = 0
+
+    @property
+    def peek(self) -> _Token:
+        return self.tokens[self.i]
+
+    def take(self) -> _Token:
+        token = self.tokens[self.i]
+        self.i += 1
+        return token
+
+    def expect(self, op: str) -> None:
+        token = self.take()
+        if token.kind != "op" or token.text != op:
+            found = "the end" if token.kind == "end" else repr(token.text)
+            raise _error(self.text, token.pos, f"expected {op!r}, found {found}")
+
+    def parse(self) -> Expression:
+        node = self.expr()
+        token = self.peek
+        if token.kind != "end":
+            raise _error(self.text, token.pos, f"unexpected {token.text!r}")
+        return node
+
+    def _deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _error(self.text, self.peek.pos, f"nested deeper than {MAX_DEPTH} levels")
+
+    def expr(self) -> Expression:
+        self._deeper()
+        try:
+            node = self.binary(1)
+            token = self.peek
+            if token.kind == "op" and token.text == "?:":
+                self.take()
+                return _elvis(node, self.expr())
+            if token.kind == "op" and token.text == "?":
+                self.take()
+                yes = self.expr()
+                self.expect(":")
+                no = self.expr()
+                return _choose(node, yes, no)
+            return node
+        finally:
+            self.depth -= 1
+
+    def binary(self, level: int) -> Expression:
+        """Precedence climbing: operands bind to the tighter operators first."""
+        if level > _TIGHTEST:
+            return self.unary()
+        left = self.binary(level + 1)
+        while True:
+            token = self.peek
+            if token.kind != "op" or _BINARY.get(token.text) != level:
+                return left
+            self.take()
+            right = self.binary(level + 1)
+            left = _operator(token.text, left, right)
+            if level == _COMPARE:  # a < b < c is not meaningful: one comparison per level
+                after = self.peek
+                if after.kind == "op" and _BINARY.get(after.text) == _COMPARE:
+                    raise _error(
+                        self.text, after.pos, "comparisons do not chain; use and between them"
+                    )
+
+    def unary(self) -> Expression:
+        token = self.peek
+        if token.kind == "op" and token.text in ("-", "+", "!"):
+            self.take()
+            self._deeper()
+            try:
+                operand = self.unary()
+            finally:
+                self.depth -= 1
+            if token.text == "!":
+                return _not(operand)
+            return _negate(operand) if token.text == "-" else _plus(operand)
+        return self.primary()
+
+    def primary(self) -> Expression:
+        token = self.take()
+        if token.kind in ("num", "str"):
+            return _constant(token.value)
+        if token.kind == "op" and token.text == "(":
+            node = self.expr()
+            self.expect(")")
+            return node
+        if token.kind == "name":
+            word = token.text
+            if word.lower() in _LITERALS:
+                return _constant(_LITERALS[word.lower()])
+            if word in _ROOTS:
+                return self.path(word)
+            if self.peek.kind == "op" and self.peek.text == "(":
+                raise _error(self.text, token.pos, f"{word}(): functions cannot be called")
+            raise _error(
+                self.text,
+                token.pos,
+                f"unknown name '{word}'; an expression starts from payload or headers (for "
+                "example payload.symbol or headers['x-key']), or is a literal",
+            )
+        if token.kind == "end":
+            raise _error(self.text, token.pos, "the expression ends too early")
+        raise _error(self.text, token.pos, f"unexpected {token.text!r}")
+
+    def path(self, root: str) -> Expression:
+        steps: list[Expression | str | int] = []
+        while True:
+            token = self.peek
+            if token.kind != "op" or token.text not in (".", "?.", "["):
+                break
+            self.take()
+            if token.text == "[":
+                index = self.expr()
+                self.expect("]")
+                value = _constant_value(index)
+                steps.append(value if isinstance(value, str | int) else index)
+                continue
+            name = self.take()
+            if name.kind != "name":
+                found = "the end" if name.kind == "end" else repr(name.text)
+                raise _error(self.text, name.pos, f"expected a name after '.', found {found}")
+            if self.peek.kind == "op" and self.peek.text == "(":
+                raise _error(
+                    self.text,
+                    name.pos,
+                    f"{name.text}(): methods cannot be called; read a value instead "
+                    "(payload.id, headers['key'])",
+                )
+            steps.append(name.text)
+        return _path(root == "headers", tuple(steps))
+
+
+# -- the tree: closures ------------------------------------------------------------------------
+
+
+class _Constant:
+    """A literal (kept findable, so that a literal index is resolved at parse time)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, payload: Any, headers: Mapping[str, Any]) -> Any:
+        return self.value
+
+
+def _constant(value: Any) -> Expression:
+    return _Constant(value)
+
+
+def _constant_value(node: Expression) -> Any:
+    return node.value if isinstance(node, _Constant) else _NOT_CONSTANT
+
+
+_NOT_CONSTANT: Any = object()
+
+
+def _path(from_headers: bool, steps: tuple[Expression | str | int, ...]) -> Expression:
+    if all(isinstance(s, str | int) for s in steps):
+        fixed = steps
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            value: Any = headers if from_headers else payload
+            for step in fixed:
+                value = _step(value, step)  # type: ignore[arg-type]
+                if value is None:
+                    return None
+            return value
+
+        return evaluate
+
+    def dynamic(payload: Any, headers: Mapping[str, Any]) -> Any:
         value: Any = headers if from_headers else payload
-        for step in path:
-            value = _step(value, step)
+        for step in steps:
+            key = step(payload, headers) if callable(step) else step
+            if isinstance(key, bool) or not isinstance(key, str | int):
+                raise EvaluationError(f"an index must be text or a whole number, not {_kind(key)}")
+            value = _step(value, key)
             if value is None:
                 return None
         return value
 
-    return evaluate
+    return dynamic
 
 
 def _step(value: Any, step: str | int) -> Any:
     if isinstance(step, int):
         if isinstance(value, Sequence) and not isinstance(value, str | bytes):
             return value[step] if -len(value) <= step < len(value) else None
+        if isinstance(value, Mapping):
+            return value.get(step, value.get(str(step)))
         return None
     if isinstance(value, Mapping):
         return value.get(step)
     if step.startswith("_"):
         return None  # private attributes are not part of a payload's data
-    return getattr(value, step, None)
+    found = getattr(value, step, None)
+    return None if callable(found) else found
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return f"a {type(value).__name__}"
+
+
+def _number(value: Any, what: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EvaluationError(f"cannot {what} {_kind(value)}: a number is needed")
+    return value
+
+
+def _truth(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise EvaluationError(f"'{what}' needs true or false, not {_kind(value)}")
+    return value
+
+
+def _negate(operand: Expression) -> Expression:
+    def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+        return -_number(operand(payload, headers), "negate")
+
+    return _folded(evaluate, operand)
+
+
+def _plus(operand: Expression) -> Expression:
+    def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+        return _number(operand(payload, headers), "take the sign of")
+
+    return _folded(evaluate, operand)
+
+
+def _not(operand: Expression) -> Expression:
+    def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+        return not _truth(operand(payload, headers), "not")
+
+    return _folded(evaluate, operand)
+
+
+def _elvis(value: Expression, fallback: Expression) -> Expression:
+    def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+        found = value(payload, headers)
+        return fallback(payload, headers) if found is None else found
+
+    return _folded(evaluate, value, fallback)
+
+
+def _choose(condition: Expression, yes: Expression, no: Expression) -> Expression:
+    def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+        if _truth(condition(payload, headers), "?:"):
+            return yes(payload, headers)
+        return no(payload, headers)
+
+    return _folded(evaluate, condition, yes, no)
+
+
+def _java_div(a: int | float, b: int | float) -> int | float:
+    if b == 0:
+        raise EvaluationError("division by zero")
+    if isinstance(a, int) and isinstance(b, int):
+        q = abs(a) // abs(b)
+        return q if (a >= 0) == (b >= 0) else -q
+    return a / b
+
+
+def _java_mod(a: int | float, b: int | float) -> int | float:
+    if b == 0:
+        raise EvaluationError("division by zero")
+    if isinstance(a, int) and isinstance(b, int):
+        return a - b * _java_div(a, b)
+    return math.fmod(a, b)
+
+
+_ARITHMETIC: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
+    "-": ("subtract", lambda a, b: a - b),
+    "*": ("multiply", lambda a, b: a * b),
+    "/": ("divide", _java_div),
+    "%": ("take the remainder of", _java_mod),
+}
+
+
+def _operator(op: str, left: Expression, right: Expression) -> Expression:
+    evaluate: Expression
+    if op == "+":
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            a, b = left(payload, headers), right(payload, headers)
+            if isinstance(a, str) or isinstance(b, str):
+                return _text(a) + _text(b)
+            return _number(a, "add") + _number(b, "add")
+
+    elif op in _ARITHMETIC:
+        what, fn = _ARITHMETIC[op]
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            return fn(_number(left(payload, headers), what), _number(right(payload, headers), what))
+
+    elif op == "&&":
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            return _truth(left(payload, headers), "and") and _truth(right(payload, headers), "and")
+
+    elif op == "||":
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            return _truth(left(payload, headers), "or") or _truth(right(payload, headers), "or")
+
+    elif op == "==":
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            return _equal(left(payload, headers), right(payload, headers))
+
+    elif op == "!=":
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            return not _equal(left(payload, headers), right(payload, headers))
+
+    else:
+        compare = _ORDER[op]
+
+        def evaluate(payload: Any, headers: Mapping[str, Any]) -> Any:
+            a, b = left(payload, headers), right(payload, headers)
+            if isinstance(a, str) and isinstance(b, str):
+                return compare(a, b)
+            return compare(_number(a, f"compare ({op})"), _number(b, f"compare ({op})"))
+
+    return _folded(evaluate, left, right)
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return bool(a == b)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _folded(evaluate: Expression, *operands: Expression) -> Expression:
+    """``evaluate`` itself, or its value once when every operand is a literal (so a
+    constant expression, ``'myRoutingKey'`` or ``2 * 3``, costs nothing per message; one
+    that always fails, ``1 / 0``, fails when it is compiled)."""
+    if all(isinstance(o, _Constant) for o in operands):
+        try:
+            return _Constant(evaluate(None, {}))
+        except EvaluationError as exc:
+            raise ExpressionError(str(exc)) from None
+    return evaluate
+
+
+def compile_expression(text: str) -> Expression:
+    """Parse ``text`` once; the returned function is what runs per message."""
+    if not isinstance(text, str):
+        raise ExpressionError(f"an expression must be text, not {_kind(text)}")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"the expression is {len(text):,} characters; at most {MAX_LENGTH:,}")
+    if not text.strip():
+        raise ExpressionError("the expression is empty")
+    return _Parser(text).parse()
 
 
 def java_hash(key: Any) -> int:

@@ -8,8 +8,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from binder_core.conversion import TEXT, Encoder, ToBytes, is_json, is_json_text, media_type
-from binder_core.errors import DeliveryError
-from binder_core.expression import compile_expression, select_partition
+from binder_core.errors import DeliveryError, PartitionKeyError
+from binder_core.expression import EvaluationError, compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
 from binder_core.spi import Outbox, Sink
@@ -114,9 +114,20 @@ class Output:
             payload, headers = value, {CONTENT_TYPE: self.label(value)}
             out = Message(self._encode(payload), headers)
         if self._key is not None:
-            key = self._key(payload, headers)
+            # As in Spring, a partitioned producer refuses a message without a key.
+            try:
+                key = self._key(payload, headers)
+            except EvaluationError as exc:
+                raise PartitionKeyError(
+                    f"binding {self.binding}: partition-key-expression failed: {exc}"
+                ) from None
+            if key is None:
+                raise PartitionKeyError(
+                    f"binding {self.binding}: the partition key is null for this message "
+                    "(partition-key-expression found nothing)"
+                )
             out.key = key
-            if key is not None and self._count > 1:
+            if self._count > 1:
                 out.partition = select_partition(key, self._count)
         return out
 

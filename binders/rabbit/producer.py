@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from binder_core.errors import DeliveryError, ProducerClosedError
-from binder_core.expression import ExpressionError, compile_expression
+from binder_core.expression import EvaluationError, ExpressionError, compile_expression
 from binder_core.message import Message
 from binder_core.spi import ProducerSpec
 from binders.rabbit.headers import PropertiesMaker
@@ -143,7 +144,7 @@ def router(
         evaluate = compile_expression(expression)
     except ExpressionError as exc:
         raise ProvisioningError(f"routing-key-expression: {exc}") from exc
-    from_payload = expression.strip().startswith("payload")
+    from_payload = re.search(r"\bpayload\b", expression) is not None
 
     def computed(m: Message[bytes]) -> str:
         payload: Any = m.payload
@@ -154,7 +155,10 @@ def router(
                 raise RoutingError(
                     f"routing-key-expression '{expression}' needs a JSON payload"
                 ) from exc
-        key = evaluate(payload, m.headers)
+        try:
+            key = evaluate(payload, m.headers)
+        except EvaluationError as exc:
+            raise RoutingError(f"routing-key-expression '{expression}': {exc}") from None
         if key is None:
             raise RoutingError(f"routing-key-expression '{expression}' gave no value")
         if partitioned:
