@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from binder_core.conversion import TEXT, Encoder, ToBytes, is_json, is_json_text, media_type
-from binder_core.errors import DeliveryError, PartitionKeyError
+from binder_core.errors import ConversionError, DeliveryError, PartitionKeyError
 from binder_core.expression import EvaluationError, compile_expression, select_partition
 from binder_core.message import CONTENT_TYPE, Message
 from binder_core.properties import ProducerProperties
@@ -68,6 +68,37 @@ class Output:
         self.message: Callable[[Any], Message[bytes]] = (
             self._keyed_message if self._key is not None else self._plain(encoder, content_type)
         )
+        if props.use_native_encoding or props.header_mode == "none":
+            self.message = self._spring_modes(
+                self.message, props.use_native_encoding, props.header_mode == "none"
+            )
+
+    def _spring_modes(
+        self, message: Callable[[Any], Message[bytes]], native: bool, no_headers: bool
+    ) -> Callable[[Any], Message[bytes]]:
+        """Spring's ``use-native-encoding`` (the payload goes to the client as it is: bytes,
+        or text as UTF-8, with no ``contentType`` added) and ``header-mode: none`` (no
+        headers at all)."""
+        key = self._key
+
+        def made(value: Any) -> Message[bytes]:
+            if not native:
+                out = message(value)
+            else:
+                given = value.payload if isinstance(value, Message) else value
+                headers = dict(value.headers) if isinstance(value, Message) else {}
+                out = Message(_raw(given, self.binding), headers)
+                if isinstance(value, Message):
+                    out.key, out.partition = value.key, value.partition
+                if key is not None:
+                    out.key = key(given, headers)
+                    if out.key is not None and self._count > 1:
+                        out.partition = select_partition(out.key, self._count)
+            if no_headers:
+                out.headers = {}
+            return out
+
+        return made
 
     def label(self, value: Any) -> str:
         """The ``contentType`` of a value sent on this binding: the binding's, except for
@@ -164,3 +195,15 @@ class Output:
     async def close(self) -> None:
         """Close the sink."""
         await self.sink.close()
+
+
+def _raw(payload: Any, binding: str) -> bytes:
+    """A payload sent with native encoding: what the client's serializer takes."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    raise ConversionError(
+        f"binding {binding} uses native encoding: return bytes or str (the client sends "
+        f"them as they are), not {type(payload).__name__}"
+    )

@@ -84,6 +84,8 @@ class Pipeline:
         more_outputs: Sequence[Output] = (),
         input_index: int = 0,
         stream: StreamDriver | None = None,
+        native_decoding: bool = False,
+        ignore_headers: bool = False,
     ) -> None:
         self.binding = binding
         self.definition = definition
@@ -97,7 +99,12 @@ class Pipeline:
             if wants_message:
                 item = (typing.get_args(item) or (Any,))[0]
             first = dataclasses.replace(first, input_type=item, wants_message=wants_message)
-        self._arg = argument_maker(first, content_type, converters)
+        self._arg = _spring_modes(
+            argument_maker(first, content_type, converters),
+            first.wants_message,
+            native_decoding,
+            ignore_headers,
+        )
         self._apply = compose(definition, blocking)
         self._run_sync = compose_sync(definition, blocking)
         self._single = single_function(definition, blocking)
@@ -585,3 +592,25 @@ def _split(values: Sequence[Any], n: int) -> list[list[Any]]:
             if item is not None:
                 out[k].append(item)
     return out
+
+
+def _spring_modes(
+    convert: Callable[[Message[bytes]], Any],
+    wants_message: bool,
+    native: bool,
+    no_headers: bool,
+) -> Callable[[Message[bytes]], Any]:
+    """Spring's ``use-native-decoding`` (the function gets the payload as the client
+    delivered it: bytes, no conversion) and ``header-mode: none`` (incoming headers are
+    not read)."""
+    if not native and not no_headers:
+        return convert
+
+    def argument(msg: Message[bytes]) -> Any:
+        if no_headers:
+            msg = Message(msg.payload, {}, msg.key, msg.partition)
+        if not native:
+            return convert(msg)
+        return msg if wants_message else msg.payload
+
+    return argument

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -203,6 +204,7 @@ def make_plan(
     app_plan = AppPlan(definitions, inputs, outputs, bridge, more_inputs, more_outputs, pollable)
     for binding in app_plan.all():
         problems.extend(_check(binding, config, converters, force_binder))
+        problems.extend(_spring_mode_problems(binding, app_plan, config))
         handler = binding.properties.error_handler_definition
         if handler and binding.direction == "in" and find_function(module, handler) is None:
             path = ("stream", "bindings", binding.name, "error-handler-definition")
@@ -392,3 +394,41 @@ def _routing_problems(config: AppConfig, module: ModuleType) -> list[Problem]:
 def _callables(module: ModuleType) -> list[str]:
     """Public callables of ``module``: what a configured function name may be."""
     return [n for n, v in vars(module).items() if not n.startswith("_") and callable(v)]
+
+
+def _spring_mode_problems(plan: BindingPlan, app: AppPlan, config: AppConfig) -> list[Problem]:
+    """Header modes and native decoding that cannot work as configured."""
+    layered = config.layered
+    base = ("stream", "bindings", plan.name)
+    incoming = plan.direction == "in"
+    side = "consumer" if incoming else "producer"
+    props = plan.properties.consumer if incoming else plan.properties.producer
+    out: list[Problem] = []
+    path: tuple[str, ...]
+    if props.header_mode == "embeddedHeaders":
+        path = (*base, side, "header-mode")
+        out.append(
+            Problem(
+                ".".join(path),
+                "embeddedHeaders is Spring's encoding for brokers without headers (Kafka "
+                "before 0.11); Kafka and RabbitMQ carry headers: use headers (the default) "
+                "or none",
+                layered.source_of(path),
+            )
+        )
+    if incoming and plan.properties.consumer.use_native_decoding:
+        definition = next((d for d in app.definitions if d.name == plan.definition), None)
+        if definition is not None and definition.first.has_input:
+            wanted = definition.first.input_type
+            if wanted not in (bytes, Any, object):
+                path = (*base, "consumer", "use-native-decoding")
+                out.append(
+                    Problem(
+                        ".".join(path),
+                        f"'{definition.first.name}' takes {getattr(wanted, '__name__', wanted)}"
+                        ", but native decoding hands it the payload as the client delivered "
+                        "it: declare bytes (or Message[bytes])",
+                        layered.source_of(path),
+                    )
+                )
+    return out

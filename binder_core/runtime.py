@@ -221,6 +221,8 @@ class App:
                 more_outputs=self.more_outputs.get(definition.name, ()),
                 input_index=index,
                 stream=driver,
+                native_decoding=consumer.use_native_decoding,
+                ignore_headers=consumer.header_mode == "none",
             )
         )
         handler = plan.properties.error_handler_definition
