@@ -417,7 +417,7 @@ class _Level:
 def _boot_model(binder_type: BinderType) -> tuple[str, type[BaseModel]] | None:
     spring = getattr(binder_type.environment, "spring_boot", None)
     if isinstance(spring, tuple) and len(spring) == 2:
-        return spring[0], spring[1]
+        return str(spring[0]), spring[1]
     return None
 
 
@@ -596,9 +596,14 @@ def _copy(value: Any) -> Any:
 
 
 def _origin(origins: Mapping[Path_, Path_], loc: Sequence[str], fallback: Path_) -> Path_:
-    """Where the value at ``loc`` (below an environment) was written."""
+    """Where the value at ``loc`` (below an environment) was written. A dotted setting
+    name (``consumer-properties.group.id``) may be one key of a map."""
     loc = tuple(loc)
     for n in range(len(loc), 0, -1):
+        if n < len(loc):
+            found = origins.get((*loc[:n], ".".join(loc[n:])))
+            if found is not None:
+                return found
         found = origins.get(loc[:n])
         if found is not None:
             return (*found, *loc[n:])

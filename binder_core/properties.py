@@ -73,6 +73,8 @@ class SpringOnly:
     def allows(self, value: Any) -> bool:
         """Whether ``value`` means what we do anyway (text compared ignoring case)."""
         for accepted in self.accepts:
+            if accepted is ANY_VALUE:
+                return True
             if isinstance(accepted, bool) or isinstance(value, bool):
                 if _as_bool(value) is accepted:
                     return True
@@ -82,6 +84,11 @@ class SpringOnly:
             elif value == accepted or str(value).strip() == str(accepted):
                 return True
         return False
+
+
+#: In ``SpringOnly.accepts``: every value means what we do anyway (a setting that only
+#: matters with another one we refuse, or one we always behave as).
+ANY_VALUE: Any = type("AnyValue", (), {"__repr__": lambda self: "any value"})()
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -120,6 +127,10 @@ class Props(BaseModel):
 
     #: Spring property (kebab-case) -> why it is refused, and the values it may keep.
     spring_only: ClassVar[Mapping[str, SpringOnly]] = {}
+    #: On a binder's environment model: Spring Boot's prefix for its connection
+    #: properties (``rabbitmq`` for ``spring.rabbitmq.*``) and the model that reads them,
+    #: whose ``environment()`` gives them as this model's keys (and where each came from).
+    spring_boot: ClassVar[tuple[str, type[BaseModel]] | None] = None
 
     def config_problems(self) -> Sequence[ModelProblem]:
         """Problems found in the validated model: (key path below it, message)."""

@@ -26,8 +26,16 @@ from binder_core.polling import PolledSource
 from binder_core.properties import ConsumerProperties, canonical
 from binder_core.retry import RetryPolicy
 from binder_core.routing import ROUTER, Router, Routes
-from binder_core.spi import Binder, BindingState, Capability, ConsumerSpec, ProducerSpec
+from binder_core.spi import (
+    Binder,
+    BindingState,
+    Capability,
+    ConsumerSpec,
+    ProducerSpec,
+    Subscription,
+)
 from binder_core.streams import StreamDriver
+from binder_core.subscriptions import MultiSubscription, guard
 from binder_core.suppliers import SupplierRunner
 
 if TYPE_CHECKING:
@@ -134,9 +142,9 @@ class App:
         loop = asyncio.get_running_loop()
         for definition in self.plan.definitions:
             if definition.kind is Kind.SUPPLIER and definition.name in self.outputs:
-                runner = SupplierRunner(
-                    definition, self.outputs[definition.name], self.config.stream.poller
-                )
+                output = self.outputs[definition.name]
+                poller = self.config.poller(output.binding)  # its own, over stream.poller
+                runner = SupplierRunner(definition, output, poller)
                 task = loop.create_task(runner.run(), name=f"supplier:{definition.name}")
                 task.add_done_callback(self._supplier_done)
                 self._suppliers.append((runner, task))
@@ -238,12 +246,21 @@ class App:
             pipeline.use_tracing(Tracing(plan.binder_type, plan.destination, plan.group))
         self._pipelines.append(pipeline)
         ext = getattr(plan.extension, "consumer", None)
-        spec = ConsumerSpec(plan.name, plan.destination, plan.group, consumer, ext)
+        # One subscription per destination (destination: a,b), one binding over them all.
+        parts: list[Subscription] = []
         try:
-            subscription = await binder.provision_consumer(spec)
+            for destination in plan.destinations:
+                spec = ConsumerSpec(plan.name, destination, plan.group, consumer, ext)
+                parts.append(await binder.provision_consumer(spec))
         except Exception as exc:
+            for part in parts:
+                with contextlib.suppress(Exception):
+                    await part.close()
             raise StartError(f"binding '{plan.name}' could not bind a consumer: {exc}") from exc
-        binding = ConsumerBinding(plan.name, subscription, pipeline, consumer.concurrency)
+        subscription = guard(parts[0] if len(parts) == 1 else MultiSubscription(parts))
+        binding = ConsumerBinding(
+            plan.name, subscription, pipeline, consumer.concurrency * len(parts)
+        )
         self.bindings[plan.name] = binding
         self._binder_of[plan.name] = plan.binder
         if consumer.auto_startup:

@@ -9,11 +9,15 @@ import (it is loaded with the plugin): no aiokafka here.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from binder_core.properties import Props
+from binder_core.properties import Millis, ModelProblem, Props, SpringOnly
+
+#: Where Spring's Kafka binder dead-letters by default: ``error.<destination>.<group>``.
+DLQ_PREFIX = "error."
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -39,8 +43,48 @@ class KafkaTopicProperties(Props):
     )
 
 
+def _map_problems(raw: Mapping[str, Any], role: str) -> list[ModelProblem]:
+    """A binding's ``configuration`` map checked against the aiokafka client it goes to
+    (the names its constructor takes, the binder's own settings refused), at start-up."""
+    if not raw:
+        return []
+    from binder_core.errors import ConfigError
+    from binders.kafka.clients import ClientConfig
+
+    try:
+        ClientConfig("check", KafkaEnvironment()).check_binding(raw, role, "check")
+    except ConfigError as exc:
+        prefix = f"stream.kafka.bindings.check.{role}."
+        return [(tuple(p.path.removeprefix(prefix).split(".")), p.message) for p in exc.problems]
+    return []
+
+
 class KafkaProducerProperties(Props):
     """``stream.kafka.bindings.<name>.producer``."""
+
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        "message-key-expression": SpringOnly(
+            "set the record key with partition-key-expression (with partition-count 1 "
+            "Kafka's own partitioner then hashes it), or return Message(payload, key=...)"
+        ),
+        "send-timeout-expression": SpringOnly(
+            "sends are confirmed by the broker before the input is acknowledged; bound "
+            "them with configuration.request_timeout_ms"
+        ),
+        "header-patterns": SpringOnly(
+            "every header is sent (Spring's default, '*')", accepts=("*", ("*",), ["*"])
+        ),
+        "use-topic-header": SpringOnly("send to another topic with StreamBridge", accepts=(False,)),
+        "record-metadata-channel": SpringOnly("names a Spring channel; there is none here"),
+        "transaction-manager": SpringOnly(
+            "names a Spring bean; transactions come from the binder's "
+            "transaction.transaction-id-prefix"
+        ),
+        "allow-non-transactional": SpringOnly(
+            "a binder with transactions sends every binding's records in them",
+            accepts=(False,),
+        ),
+    }
 
     buffer_size: int = Field(
         16384,
@@ -71,6 +115,11 @@ class KafkaProducerProperties(Props):
         "were never told they were delivered, so nothing confirmed is lost by giving up).",
     )
 
+    def config_problems(self) -> Sequence[ModelProblem]:
+        return [
+            (("configuration", *p), m) for p, m in _map_problems(self.configuration, "producer")
+        ]
+
     @field_validator("compression_type")
     @classmethod
     def _codec_installed(cls, value: str) -> str:
@@ -86,6 +135,52 @@ class KafkaProducerProperties(Props):
 
 class KafkaConsumerProperties(Props):
     """``stream.kafka.bindings.<name>.consumer``."""
+
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        "ack-mode": SpringOnly(
+            "offsets are committed once per batch, after every record of it was processed "
+            "and its outputs confirmed (Spring's BATCH); auto-commit-offset: false leaves "
+            "them uncommitted",
+            accepts=("BATCH",),
+        ),
+        "ack-each-record": SpringOnly(
+            "offsets are committed once per batch (at-least-once either way)", accepts=(False,)
+        ),
+        "auto-commit-on-error": SpringOnly(
+            "a record whose retries ran out is dead-lettered (or, with enable-dlq: false, "
+            "logged and skipped), then committed with its batch"
+        ),
+        "standard-headers": SpringOnly(
+            "the standard kafka_* headers are not added to messages", accepts=("none",)
+        ),
+        "converter-bean-name": SpringOnly("names a Spring bean; conversion follows content-type"),
+        "idle-event-interval": SpringOnly(
+            "there are no idle events; binder run --idle-exit stops an idle app"
+        ),
+        "destination-is-pattern": SpringOnly(
+            "a destination is a topic name; list several as a,b", accepts=(False,)
+        ),
+        "transaction-manager": SpringOnly(
+            "names a Spring bean; transactions come from the binder's "
+            "transaction.transaction-id-prefix"
+        ),
+        "tx-commit-recovered": SpringOnly(
+            "a dead-lettered record's offset is committed in the transaction", accepts=(True,)
+        ),
+        "common-error-handler-bean-name": SpringOnly(
+            "names a Spring bean; retries and dead letters are the core's"
+        ),
+        "dlq-producer-properties": SpringOnly(
+            "dead letters are sent by the binding's own producer settings (and in its "
+            "transaction when there is one)"
+        ),
+        "trusted-packages": SpringOnly(
+            "nothing in a message chooses a type here: a payload becomes the type the "
+            "function declares"
+        ),
+        "reactive-auto-commit": SpringOnly("for Spring's reactive binder", accepts=(False,)),
+        "reactive-at-most-once": SpringOnly("for Spring's reactive binder", accepts=(False,)),
+    }
 
     start_offset: Literal["earliest", "latest"] | None = Field(
         None,
@@ -122,6 +217,21 @@ class KafkaConsumerProperties(Props):
         default_factory=dict, description="Other aiokafka consumer settings for this binding."
     )
     topic: KafkaTopicProperties = Field(default_factory=KafkaTopicProperties)
+
+    def config_problems(self) -> Sequence[ModelProblem]:
+        return [
+            (("configuration", *p), m) for p, m in _map_problems(self.configuration, "consumer")
+        ]
+
+    def for_dead_letters(
+        self, destination: str, group: str | None
+    ) -> KafkaConsumerProperties | None:
+        """A consumer of a dead-letter topic (``error.<destination>.<group>``) has no
+        dead-letter topic of its own unless it asks for one (``error.error...``): what
+        fails there is logged and skipped, as Spring does with enable-dlq false."""
+        if "enable_dlq" in self.model_fields_set or not destination.startswith(DLQ_PREFIX):
+            return None
+        return self.model_copy(update={"enable_dlq": False})
 
 
 class KafkaTransactionProperties(Props):
@@ -216,7 +326,37 @@ class KafkaJaasProperties(Props):
 
 
 class KafkaEnvironment(Props):
-    """``stream.kafka.binder`` and ``stream.binders.<name>.environment`` for type kafka."""
+    """``stream.kafka.binder`` and ``stream.binders.<name>.environment`` for type kafka.
+
+    Spring Boot's ``spring.kafka.*`` connection properties (at the top level, or in an
+    instance's ``environment``) are read as well (``KafkaBootProperties``), under these."""
+
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        "headers": SpringOnly(
+            "only applies to Spring's embedded headers; headers travel as Kafka record headers",
+            accepts=("", (), []),
+        ),
+        "header-mapper-bean-name": SpringOnly("names a Spring bean; headers map one to one"),
+        "consider-down-when-any-partition-has-no-leader": SpringOnly(
+            "health is whether the brokers answer", accepts=(True,)
+        ),
+        "certificate-store-directory": SpringOnly(
+            "TLS files are read where ssl.ca-file and ssl.cert-file name them"
+        ),
+        "enable-observation": SpringOnly(
+            "tracing is stream.tracing (W3C trace context and OpenTelemetry spans)",
+            accepts=(False,),
+        ),
+        "health-indicator-consumer-group": SpringOnly("the health probe uses the admin client"),
+        "auto-alter-topics": SpringOnly(
+            "topics are created, never altered (auto-add-partitions adds partitions)",
+            accepts=(False,),
+        ),
+        "authorization-exception-retry-interval": SpringOnly(
+            "an authorization failure stops start-up at once"
+        ),
+        "metrics": SpringOnly("consumer lag is a metric of the management endpoint"),
+    }
 
     bootstrap_servers: list[str] = Field(
         default_factory=lambda: ["localhost:9092"],
@@ -254,7 +394,10 @@ class KafkaEnvironment(Props):
     )
     min_partition_count: int = Field(1, ge=1, description="Fewest partitions a topic gets.")
     replication_factor: int = Field(
-        1, ge=-1, description="Replication factor of created topics; -1: the broker's default."
+        -1,
+        ge=-1,
+        description="Replication factor of created topics; -1 (Spring's default): the "
+        "broker's default.replication.factor.",
     )
     required_acks: str = Field("all", description="Producer acks: all (or -1), 1 or 0.")
     health_timeout: float = Field(
@@ -316,3 +459,177 @@ class KafkaEnvironment(Props):
     def transactional(self) -> bool:
         """Whether consumers run their batches in Kafka transactions."""
         return bool(self.transaction.transaction_id_prefix)
+
+    def config_problems(self) -> Sequence[ModelProblem]:
+        """The client settings maps against aiokafka's settings, and the connection
+        security (protocol, TLS files, SASL login) as the clients will build it: at
+        start-up, not when the first client connects."""
+        from binder_core.errors import ConfigError
+        from binders.kafka.clients import ClientConfig
+
+        try:
+            ClientConfig("check", self)
+        except ConfigError as exc:
+            return [(tuple(p.path.split(".")), p.message) for p in exc.problems]
+        return []
+
+
+#: The Java key and trust store types Python's ssl module cannot read.
+_JAVA_STORES = ("JKS", "PKCS12")
+
+
+class KafkaBootSsl(Props):
+    """``spring.kafka.ssl``: Spring Boot's TLS settings (PEM stores only)."""
+
+    model_config = Props.model_config | {"extra": "forbid"}
+
+    trust_store_location: str | None = None
+    trust_store_type: str | None = None
+    trust_store_password: SecretStr | None = None
+    key_store_location: str | None = None
+    key_store_type: str | None = None
+    key_store_password: SecretStr | None = None
+    key_password: SecretStr | None = None
+    protocol: str | None = None
+    bundle: str | None = None
+
+
+#: Spring Boot's duration settings of a client, and the Kafka setting each one is.
+_BOOT_MS = {
+    "fetch_max_wait": "fetch.max.wait.ms",
+    "heartbeat_interval": "heartbeat.interval.ms",
+    "auto_commit_interval": "auto.commit.interval.ms",
+    "linger": "linger.ms",
+}
+
+
+class KafkaBootClient(Props):
+    """``spring.kafka.consumer`` / ``spring.kafka.producer`` / ``spring.kafka.admin``:
+    Spring Boot's client settings. Its kebab-case names are Kafka's dotted ones
+    (``max-poll-records`` is ``max.poll.records``); ``properties`` takes Kafka's names."""
+
+    model_config = Props.model_config | {"extra": "allow"}
+
+    properties: dict[str, Any] = Field(default_factory=dict)
+    fetch_max_wait: Millis | None = None
+    heartbeat_interval: Millis | None = None
+    auto_commit_interval: Millis | None = None
+    linger: Millis | None = None
+    bootstrap_servers: list[str] | None = None
+
+    def kafka_settings(self) -> dict[str, Any]:
+        """These settings under Kafka's names: ``max-poll-records`` -> ``max.poll.records``,
+        a duration -> its ``.ms`` setting, ``properties`` as they are."""
+        out: dict[str, Any] = {}
+        for name, kafka in _BOOT_MS.items():
+            value = getattr(self, name)
+            if value is not None:
+                out[kafka] = value
+        if self.bootstrap_servers:
+            out["bootstrap.servers"] = ",".join(self.bootstrap_servers)
+        for key, value in (self.model_extra or {}).items():
+            out[str(key).replace("-", ".").replace("_", ".")] = value
+        out.update(self.properties)
+        return out
+
+
+class KafkaBootJaas(Props):
+    """``spring.kafka.jaas``."""
+
+    enabled: bool = False
+    login_module: str = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    control_flag: str = "required"
+    options: dict[str, SecretStr] = Field(default_factory=dict)
+
+
+class KafkaBootProperties(Props):
+    """Spring Boot's ``spring.kafka.*`` connection properties, laid under every Kafka
+    binder's settings (``stream.kafka.binder`` and an instance's ``environment`` win):
+    ``bootstrap-servers``, ``client-id``, ``security.protocol``, ``ssl.*`` (PEM files),
+    ``jaas.*``, ``properties.*`` (Kafka's names) and the client sections ``consumer``,
+    ``producer`` and ``admin``."""
+
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        "listener": SpringOnly(
+            "configures Spring Kafka's listener containers, which a binding does not use "
+            "(Spring Cloud Stream ignores it too); set the binding's consumer properties"
+        ),
+        "template": SpringOnly(
+            "configures Spring's KafkaTemplate; send with StreamBridge or a function"
+        ),
+        "streams": SpringOnly("Kafka Streams is not supported"),
+        "retry": SpringOnly(
+            "retries are the binding's (max-attempts, back-off-*), not Spring Kafka's"
+        ),
+    }
+
+    bootstrap_servers: list[str] | None = None
+    client_id: str | None = None
+    security: dict[str, Any] = Field(default_factory=dict)
+    ssl: KafkaBootSsl = Field(default_factory=KafkaBootSsl)
+    jaas: KafkaBootJaas = Field(default_factory=KafkaBootJaas)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    consumer: KafkaBootClient = Field(default_factory=KafkaBootClient)
+    producer: KafkaBootClient = Field(default_factory=KafkaBootClient)
+    admin: KafkaBootClient = Field(default_factory=KafkaBootClient)
+
+    @model_validator(mode="after")
+    def _stores(self) -> KafkaBootProperties:
+        for kind in ("trust", "key"):
+            kind_type = getattr(self.ssl, f"{kind}_store_type")
+            if kind_type and kind_type.strip().upper() in _JAVA_STORES:
+                raise ValueError(
+                    f"ssl.{kind}-store-type {kind_type}: Python's ssl module reads PEM files "
+                    "only; export the store to PEM (keytool -exportcert -rfc, or openssl "
+                    "pkcs12 -nodes) and set ssl.{kind}-store-type: PEM"
+                )
+        unknown = sorted(set(self.security) - {"protocol"})
+        if unknown:
+            raise ValueError(f"security.{unknown[0]}: only security.protocol is read here")
+        return self
+
+    def environment(self) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[str, ...]]]:
+        """These settings as a Kafka binder's environment, and where each came from."""
+        out: dict[str, Any] = {}
+        origins: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+        def put(path: tuple[str, ...], value: Any, written: tuple[str, ...]) -> None:
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+            origins[path] = written
+
+        if self.bootstrap_servers:
+            put(("bootstrap-servers",), self.bootstrap_servers, ("bootstrap-servers",))
+        if self.client_id:
+            put(("configuration", "client_id"), self.client_id, ("client-id",))
+        if self.security.get("protocol"):
+            put(("security-protocol",), self.security["protocol"], ("security", "protocol"))
+        ssl = self.ssl
+        if ssl.trust_store_location:
+            put(("ssl", "ca-file"), ssl.trust_store_location, ("ssl", "trust-store-location"))
+        if ssl.key_store_location:
+            put(("ssl", "cert-file"), ssl.key_store_location, ("ssl", "key-store-location"))
+        if ssl.key_password is not None:
+            put(("ssl", "key-password"), ssl.key_password, ("ssl", "key-password"))
+        if self.jaas.enabled:
+            jaas = {
+                "login-module": self.jaas.login_module,
+                "control-flag": self.jaas.control_flag,
+                "options": dict(self.jaas.options),
+            }
+            put(("jaas",), jaas, ("jaas",))
+        for key, value in self.properties.items():
+            put(("configuration", key), value, ("properties", key))
+        for role, client in (("consumer", self.consumer), ("producer", self.producer)):
+            target = f"{role}-properties"
+            for key, value in client.kafka_settings().items():
+                written = (role, "properties", key) if key in client.properties else (role, key)
+                put((target, key), value, written)
+        for key, value in self.admin.kafka_settings().items():
+            put(("configuration", key), value, ("admin", key))
+        return out, origins
+
+
+KafkaEnvironment.spring_boot = ("kafka", KafkaBootProperties)

@@ -44,3 +44,12 @@ class MemoryConsumerProperties(Props):
     dlq_name: str | None = Field(
         None, description="Dead-letter destination; default error.<destination>.<group>."
     )
+
+    def for_dead_letters(
+        self, destination: str, group: str | None
+    ) -> MemoryConsumerProperties | None:
+        """A consumer of a dead-letter destination (``error.<destination>.<group>``) has
+        none of its own unless it asks for one (``error.error...``)."""
+        if "enable_dlq" in self.model_fields_set or not destination.startswith("error."):
+            return None
+        return self.model_copy(update={"enable_dlq": False})

@@ -9,12 +9,13 @@ broker library: the plugin imports it at start-up, pika only when a binder is bu
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from binder_core.properties import Props
+from binder_core.properties import ANY_VALUE, Millis, Props, SpringOnly, duration_ms
 
 ExchangeType = Literal["topic", "direct", "fanout", "headers"]
 DeliveryMode = Literal["PERSISTENT", "NON_PERSISTENT"]
@@ -46,8 +47,21 @@ class RabbitEnvironment(Props):
 
     Either ``uri`` or the separate keys; ``addresses`` (``host:port`` list, tried in order as
     Spring does) overrides ``host``/``port``. An ``amqps://`` uri or address means TLS, with
-    the ``ssl`` settings (CA, client certificate, host name check).
+    the ``ssl`` settings (CA, client certificate, host name check). Spring Boot's
+    ``spring.rabbitmq.*`` (at the top level, or in an instance's ``environment``) is read
+    as well (``RabbitBootProperties``), under these.
     """
+
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        "admin-addresses": SpringOnly(
+            "the management API is not used; queues are found on the broker they are declared on"
+        ),
+        "nodes": SpringOnly("queues are not placed on particular nodes"),
+        "compression-level": SpringOnly("messages are not compressed"),
+        "connection-name-prefix": SpringOnly(
+            "name the connection with connection-name (binder:<binder-name> by default)"
+        ),
+    }
 
     uri: SecretStr | None = Field(
         None,
@@ -216,8 +230,67 @@ class RabbitCommonProperties(Props):
     )
 
 
+#: Spring Rabbit properties common to consumers and producers that we do not implement.
+_COMMON_SPRING_ONLY: dict[str, SpringOnly] = {
+    "delayed-exchange": SpringOnly(
+        "the delayed-message exchange plugin is not supported", accepts=(False,)
+    ),
+    "dlq-binding-arguments": SpringOnly("the DLQ is bound by its routing key only", accepts=({},)),
+    "header-patterns": SpringOnly(
+        "every header is mapped (Spring's default, '*')", accepts=("*", ("*",), ["*"])
+    ),
+    "super-stream": SpringOnly("RabbitMQ streams are not supported", accepts=(False,)),
+    "transacted": SpringOnly(
+        "RabbitMQ transactions are not used: publisher confirms make sends safe",
+        accepts=(False,),
+    ),
+    "stream-message-converter-bean-name": SpringOnly("names a Spring bean"),
+}
+
+
 class RabbitConsumerProperties(RabbitCommonProperties):
     """``stream.rabbit.bindings.<name>.consumer``."""
+
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        **_COMMON_SPRING_ONLY,
+        "acknowledge-mode": SpringOnly(
+            "messages are acknowledged by the core after they were processed and their "
+            "outputs confirmed (Spring's AUTO); MANUAL and NONE are not supported",
+            accepts=("AUTO",),
+        ),
+        "requeue-rejected": SpringOnly(
+            "a message whose retries ran out is dead-lettered (auto-bind-dlq), or rejected "
+            "without requeue; requeueing it would deliver it again forever",
+            accepts=(False,),
+        ),
+        "max-concurrency": SpringOnly(
+            "consumers do not scale between concurrency and a maximum; set concurrency",
+            accepts=(1,),
+        ),
+        "container-type": SpringOnly(
+            "RabbitMQ stream containers are not supported", accepts=("simple", "direct")
+        ),
+        "missing-queues-fatal": SpringOnly(
+            "a missing queue is declared (or, with bind-queue: false, reported) at start-up",
+            accepts=(False,),
+        ),
+        "queue-declaration-retries": SpringOnly(
+            "declarations are retried with the core's back-off", accepts=(ANY_VALUE,)
+        ),
+        "failed-declaration-retry-interval": SpringOnly(
+            "declarations are retried with the core's back-off", accepts=(ANY_VALUE,)
+        ),
+        "frame-max-headroom": SpringOnly(
+            "dead letters keep their stack trace short", accepts=(ANY_VALUE,)
+        ),
+        "consumer-priority": SpringOnly("consumer priorities are not set", accepts=(-1,)),
+        "queue-max-priority": SpringOnly("use max-priority", accepts=(-1,)),
+        "tx-size": SpringOnly("a batch is acknowledged once (batch-size)", accepts=(1,)),
+        "recovery-interval": SpringOnly(
+            "set recovery-interval on the binder (the connection recovers, not a consumer)",
+            accepts=(ANY_VALUE,),
+        ),
+    }
 
     prefetch: int = Field(
         250,
@@ -243,6 +316,28 @@ class RabbitConsumerProperties(RabbitCommonProperties):
     )
     exclusive: bool = Field(False, description="Consume exclusively (one consumer per queue).")
     consumer_tag_prefix: str | None = Field(None, description="Prefix of consumer tags.")
+    enable_batching: bool = Field(
+        False,
+        description="Spring's switch for batches assembled by the consumer; here a consumer "
+        "always takes up to batch-size messages at once, and batch-mode decides whether "
+        "the function gets them as a list.",
+    )
+    receive_timeout: Millis | None = Field(
+        None,
+        description="Spring's longest wait for a batch to fill; here a batch is handed over "
+        "as soon as messages are at hand, never later.",
+    )
+
+    def for_dead_letters(
+        self, destination: str, group: str | None
+    ) -> RabbitConsumerProperties | None:
+        """A consumer of the dead-letter exchange gets no dead-letter queue of its own
+        unless it asks for one: its failures would be dead-lettered back to the exchange
+        it reads, round and round."""
+        dlx = self.dead_letter_exchange or f"{self.prefix}DLX"
+        if "auto_bind_dlq" in self.model_fields_set or destination != dlx:
+            return None
+        return self.model_copy(update={"auto_bind_dlq": False})
 
     @model_validator(mode="after")
     def _batch(self) -> RabbitConsumerProperties:
@@ -254,17 +349,176 @@ class RabbitConsumerProperties(RabbitCommonProperties):
 class RabbitProducerProperties(RabbitCommonProperties):
     """``stream.rabbit.bindings.<name>.producer``."""
 
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        **_COMMON_SPRING_ONLY,
+        "batching-enabled": SpringOnly(
+            "messages are not batched into one AMQP message (a Spring-only format)",
+            accepts=(False,),
+        ),
+        "batch-size": SpringOnly("only with batching-enabled", accepts=(ANY_VALUE,)),
+        "batch-buffer-limit": SpringOnly("only with batching-enabled", accepts=(ANY_VALUE,)),
+        "batch-timeout": SpringOnly("only with batching-enabled", accepts=(ANY_VALUE,)),
+        "batching-strategy-bean-name": SpringOnly("names a Spring bean"),
+        "compress": SpringOnly("messages are not compressed", accepts=(False,)),
+        "confirm-ack-channel": SpringOnly(
+            "confirms are awaited before the input is acknowledged; there is no channel for them"
+        ),
+        "use-confirm-header": SpringOnly(
+            "every send waits for its publisher confirm", accepts=(ANY_VALUE,)
+        ),
+        "delay-expression": SpringOnly("the delayed-message exchange plugin is not supported"),
+        "producer-type": SpringOnly("RabbitMQ streams are not supported", accepts=("AMQP",)),
+        "alternate-exchange": SpringOnly(
+            "alternate exchanges are not declared; an unroutable message fails its send (mandatory)"
+        ),
+    }
+
     delivery_mode: DeliveryMode = Field("PERSISTENT", description="Delivery mode of messages.")
     routing_key: str | None = Field(
         None, description="Static routing key; default the destination (plus -<partition>)."
     )
     routing_key_expression: str | None = Field(
         None,
-        description="Routing key from each message: headers['type'] or payload.kind "
-        "(path language, JSON payloads).",
+        description="Routing key from each message: headers['type'], payload.kind, "
+        "'fixed-key' (the expression language; payload read as JSON).",
     )
     mandatory: bool = Field(
         True,
         description="Publish mandatory: a message no queue takes fails with DeliveryError "
         "instead of being dropped by RabbitMQ.",
     )
+
+    @field_validator("routing_key_expression")
+    @classmethod
+    def _expression(cls, value: str | None) -> str | None:
+        if value is not None:
+            from binder_core.expression import compile_expression
+
+            compile_expression(value)  # refused at start-up, not at the first send
+        return value
+
+
+#: Java key and trust store types Python's ssl module cannot read.
+_JAVA_STORES = ("JKS", "PKCS12")
+
+
+class RabbitBootSsl(Props):
+    """``spring.rabbitmq.ssl``: Spring Boot's TLS settings (PEM stores only)."""
+
+    enabled: bool | None = None
+    key_store: str | None = None
+    key_store_type: str | None = None
+    key_store_password: SecretStr | None = None
+    trust_store: str | None = None
+    trust_store_type: str | None = None
+    trust_store_password: SecretStr | None = None
+    validate_server_certificate: bool | None = None
+    verify_hostname: bool | None = None
+    algorithm: str | None = None
+    bundle: str | None = None
+
+    @model_validator(mode="after")
+    def _pem(self) -> RabbitBootSsl:
+        for kind in ("trust", "key"):
+            store_type = getattr(self, f"{kind}_store_type")
+            if store_type and store_type.strip().upper() in _JAVA_STORES:
+                raise ValueError(
+                    f"{kind}-store-type {store_type}: Python's ssl module reads PEM files "
+                    "only; export the store to PEM (keytool -exportcert -rfc, or openssl "
+                    f"pkcs12 -nodes) and set {kind}-store-type: PEM"
+                )
+        if self.bundle:
+            raise ValueError("SSL bundles are Spring beans; name the PEM files instead")
+        return self
+
+
+def _seconds(value: Any) -> Any:
+    """Spring Boot's ``requested-heartbeat``: a duration whose plain numbers are seconds."""
+    ms = duration_ms(value, 1000.0)
+    return ms / 1000 if isinstance(ms, int | float) and not isinstance(ms, bool) else ms
+
+
+class RabbitBootProperties(Props):
+    """Spring Boot's ``spring.rabbitmq.*`` connection properties, laid under every
+    RabbitMQ binder's settings (``stream.rabbit.binder`` and an instance's ``environment``
+    win), as Spring's binder takes its connection from Boot."""
+
+    spring_only: ClassVar[Mapping[str, SpringOnly]] = {
+        "listener": SpringOnly(
+            "configures Spring AMQP's listener containers, which a binding does not use "
+            "(Spring Cloud Stream ignores it too); set stream.rabbit.bindings.<name>.consumer"
+        ),
+        "template": SpringOnly(
+            "configures Spring's RabbitTemplate; send with StreamBridge or a function"
+        ),
+        "cache": SpringOnly("channels are kept per binding, not cached", accepts=(ANY_VALUE,)),
+        "publisher-confirm-type": SpringOnly(
+            "every send waits for its publisher confirm", accepts=("correlated", "simple")
+        ),
+        "publisher-returns": SpringOnly(
+            "an unroutable message fails its send (the producer's mandatory)",
+            accepts=(ANY_VALUE,),
+        ),
+        "dynamic": SpringOnly(
+            "exchanges and queues are always declared by the binder", accepts=(True,)
+        ),
+        "address-shuffle-mode": SpringOnly("addresses are tried in order", accepts=("none",)),
+        "stream": SpringOnly("RabbitMQ streams are not supported"),
+        "channel-rpc-timeout": SpringOnly(
+            "channel operations are bounded by connection-timeout", accepts=(ANY_VALUE,)
+        ),
+        "requested-channel-max": SpringOnly("the broker's limit applies", accepts=(ANY_VALUE,)),
+        "max-inbound-message-body-size": SpringOnly(
+            "the broker's limit applies", accepts=(ANY_VALUE,)
+        ),
+    }
+
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    virtual_host: str | None = None
+    addresses: list[str] | None = None
+    ssl: RabbitBootSsl = Field(default_factory=RabbitBootSsl)
+    connection_timeout: Millis | None = None
+    requested_heartbeat: float | None = None
+
+    _heartbeat = field_validator("requested_heartbeat", mode="before")(_seconds)
+
+    def environment(self) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[str, ...]]]:
+        """These settings as a RabbitMQ binder's environment, and where each came from."""
+        out: dict[str, Any] = {}
+        origins: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+        def put(path: tuple[str, ...], value: Any, written: tuple[str, ...]) -> None:
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+            origins[path] = written
+
+        for key in ("host", "port", "username", "password", "addresses"):
+            value = getattr(self, key)
+            if value is not None:
+                put((key,), value, (key,))
+        if self.virtual_host is not None:
+            put(("virtual-host",), self.virtual_host, ("virtual-host",))
+        if self.connection_timeout is not None:
+            put(("connection-timeout",), self.connection_timeout / 1000, ("connection-timeout",))
+        if self.requested_heartbeat is not None:
+            put(("heartbeat",), int(self.requested_heartbeat), ("requested-heartbeat",))
+        ssl = self.ssl
+        for ours, theirs in (
+            ("enabled", "enabled"),
+            ("verify-hostname", "verify-hostname"),
+            ("validate-server-certificate", "validate-server-certificate"),
+            ("ca-file", "trust-store"),
+            ("cert-file", "key-store"),
+        ):
+            value = getattr(ssl, theirs.replace("-", "_"))
+            if value is not None:
+                put(("ssl", ours), value, ("ssl", theirs))
+        return out, origins
+
+
+RabbitEnvironment.spring_boot = ("rabbitmq", RabbitBootProperties)

@@ -235,10 +235,11 @@ def test_config_masks_secrets_in_every_form(tmp_path: Path) -> None:
         tmp_path / "cfg",
         "stream:\n  binders:\n    k:\n      type: kafka\n      environment:\n"
         "        configuration:\n"
-        '          sasl.jaas.config: \'ScramLoginModule required username="a" '
-        'password="hunter2";\'\n'
+        "          sasl.jaas.config: 'org.apache.kafka.common.security.scram.ScramLoginModule"
+        ' required username="a" password="hunter2";\'\n'
         "          sasl_plain_password: hunter2\n"
         "          security.protocol: SASL_SSL\n"
+        "          sasl.mechanism: SCRAM-SHA-512\n"
         "    r: {type: rabbit, environment: {uri: 'AMQPS://alice:hunter2@127.0.0.1:5671/'}}\n"
         "myapp:\n"
         "  broker-url: amqp://alice:hunter2@127.0.0.1/\n"
