@@ -118,5 +118,5 @@ async def test_bad_routing_settings_stop_start_up() -> None:
     with pytest.raises(ConfigError, match="routing-expression"):
         await TestApp(_module(), properties=bad_expression).start()
     unknown_default = _tree(routing={"enabled": True, "default-function": "nope"})
-    with pytest.raises(ConfigError, match="default-function.*'nope'"):
+    with pytest.raises(ConfigError, match=r"default-function.*'nope'"):
         await TestApp(_module(), properties=unknown_default).start()
