@@ -1,8 +1,10 @@
-"""``python -m bench [--quick] [--binders memory,kafka,rabbit] [--out DIR]``
+"""``python -m bench [--quick] [--metrics] [--binders memory,kafka,rabbit] [--out DIR]``
 
 Runs every case through the framework and through its hand-written baseline, alternating
 (A B A B ...) in one process, prints the table, and writes ``latest.json`` and
-``latest.png`` into ``bench/results`` (or ``--out``).
+``latest.png`` into ``bench/results`` (or ``--out``). With ``--metrics`` the framework also
+runs with its management endpoint on, scraped every second, alternating with the runs
+without it, and a second table gives what that cost.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import report, startup
-from bench.common import Measure, Unavailable
+from bench.common import METRICS, Measure, Unavailable, warm_metrics
 from bench.workload import FULL, QUICK, SCENARIOS, SIZES, TINY, TITLES, Plan
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,7 +93,7 @@ async def run(
                     case = report.Case(name, scenario, size, n, plan.rate if latency else 0)
                     for r in range(plan.repeats):
                         try:
-                            a = await suite.framework(scenario, size, n, plan.rate)
+                            a, on = await _framework(suite, scenario, size, n, plan.rate, r)
                             b = await suite.baseline(scenario, size, n, plan.rate)
                         except Exception as exc:
                             # A broker restarted by someone else's test, say: the repeat
@@ -101,6 +103,8 @@ async def run(
                             continue
                         case.framework.append(a)
                         case.baseline.append(b)
+                        if on is not None:
+                            case.metrics.append(on)
                         detail = (
                             f"p50 {report._latency(a)['p50_ms']:.2f} ms vs "
                             f"{report._latency(b)['p50_ms']:.2f} ms"
@@ -112,6 +116,8 @@ async def run(
                             f"{name:6} {TITLES[scenario]:24} {size:6} #{r + 1}: "
                             f"framework vs baseline {detail}"
                         )
+                        if on is not None:
+                            _say(f"{'':6} {'':24} {size:6} #{r + 1}: metrics on {_figure(on)}")
                     cases.append(case)
         finally:
             await suite.close()
@@ -132,7 +138,40 @@ async def run(
     document["machine"] = report.machine(versions)
     document["seconds"] = round(time.monotonic() - started, 1)
     document["table"] = report.table(cases)
+    if METRICS.wanted:
+        document["metrics_table"] = report.metrics_table(cases)
+        took = sorted(METRICS.scrapes)
+        document["scrapes"] = {
+            "every_s": METRICS.every,
+            "count": len(took),
+            "p50_ms": took[len(took) // 2] * 1e3 if took else 0.0,
+            "max_ms": took[-1] * 1e3 if took else 0.0,
+        }
     return document, cases
+
+
+async def _framework(
+    suite: Suite, scenario: str, size: str, n: int, rate: int, repeat: int
+) -> tuple[Measure, Measure | None]:
+    """The framework side of one repeat: without metrics, and with ``--metrics`` also with
+    them (which of the two goes first alternates between repeats)."""
+    if not METRICS.wanted:
+        return await suite.framework(scenario, size, n, rate), None
+    runs: dict[bool, Measure] = {}
+    for on in (False, True) if repeat % 2 == 0 else (True, False):
+        METRICS.on = on
+        try:
+            runs[on] = await suite.framework(scenario, size, n, rate)
+        finally:
+            METRICS.on = False
+    return runs[False], runs[True]
+
+
+def _figure(m: Measure) -> str:
+    if m.latencies:
+        figures = report._latency(m)
+        return f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms"
+    return f"{m.rate:10,.0f} msg/s, CPU {m.cpu_us:.1f} µs/msg"
 
 
 def _summary(document: dict[str, Any]) -> str:
@@ -146,6 +185,25 @@ def _summary(document: dict[str, Any]) -> str:
         "",
         document["table"],
     ]
+    if "metrics_table" in document:
+        scrapes = document["scrapes"]
+        lines += [
+            "",
+            "Cost of metrics: the framework with its management endpoint on (metrics counted, "
+            f"broker figures sampled and /metrics scraped every {scrapes['every_s']:g} s) "
+            "against the same runs with it off, alternating; positive is slower. A run "
+            "shorter than the scrape interval sees no scrape: what a scrape costs the app's "
+            "event loop is below.",
+            "",
+            document["metrics_table"],
+            "",
+            f"Scrapes: {scrapes['count']}, answered in {scrapes['p50_ms']:.2f} ms median "
+            f"({scrapes['max_ms']:.2f} ms at most): about "
+            f"{scrapes['p50_ms'] / (10 * scrapes['every_s']):.2f}% of the event loop's time "
+            f"at one every {scrapes['every_s']:g} s."
+            if scrapes["count"]
+            else f"Scrapes: none (every run was shorter than {scrapes['every_s']:g} s).",
+        ]
     for name, why in document["skipped"].items():
         lines.append(f"\n{name}: skipped ({why})")
     for case in document["cases"]:
@@ -176,6 +234,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(SIZES), help=", ".join(SIZES))
     parser.add_argument("--repeats", type=int, help="repeats of each case (default per mode)")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up/RSS part")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run the framework with its management endpoint on (scraped every second) "
+        "and report the difference against metrics off",
+    )
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --metrics: seconds between scrapes, and between samples of broker figures",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json/png go")
     args = parser.parse_args(argv)
     plan = TINY if args.tiny else QUICK if args.quick else FULL
@@ -187,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario or size: {', '.join(unknown)}")
     binders = [b.strip() for b in args.binders.split(",") if b.strip()]
+    METRICS.wanted = args.metrics
+    METRICS.every = args.scrape_every
+    if args.metrics:
+        warm_metrics()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "kafka", "pika"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

@@ -29,17 +29,46 @@ def registry() -> Registry:
     return _registry
 
 
+@dataclass
+class Metrics:
+    """Whether the framework runs with its management endpoint on (``--metrics``): metrics
+    counted, broker-side figures sampled every ``every`` seconds, and ``/metrics`` scraped
+    as often by a background task, as Prometheus would. ``scrapes`` keeps how long each
+    scrape took to answer, seconds."""
+
+    #: Asked for on the command line; ``on`` is set for the runs that have it.
+    wanted: bool = False
+    on: bool = False
+    every: float = 1.0
+    scrapes: list[float] = field(default_factory=list)
+
+
+METRICS = Metrics()
+
+
+def warm_metrics() -> None:
+    """Import what the endpoint and its scrapes use before anything is measured: a process
+    pays that once, at start-up, not per message."""
+    import aiohttp.web  # noqa: F401
+    import prometheus_client.core  # noqa: F401
+
+    import binder_core.management  # noqa: F401
+
+
 def make_app(stream: Mapping[str, Any]) -> App:
     """An App over ``bench.app`` with ``stream`` as its configuration, exactly what
     ``binder run bench.app`` builds from a YAML file holding ``{"stream": stream}``."""
     reg = registry()
+    tree = dict(stream)
+    if METRICS.on:
+        tree["management"] = {"port": 0, "sample-interval": METRICS.every}
     config = load_config(
         None,
         [],
         [],
         reg.binder_types,
         environ={},
-        properties={"stream": dict(stream)},
+        properties={"stream": tree},
         read_files=False,
     )
     app_config.use(config.layered)
@@ -48,14 +77,40 @@ def make_app(stream: Mapping[str, Any]) -> App:
 
 @contextlib.asynccontextmanager
 async def running(app: App, start: bool = True) -> AsyncIterator[App]:
-    """Start ``app`` (unless ``start`` is false: the caller starts it) and always stop it."""
+    """Start ``app`` (unless ``start`` is false: the caller starts it) and always stop it.
+    With its management endpoint on, ``/metrics`` is scraped from the start, every
+    ``METRICS.every`` seconds."""
+    scraper: asyncio.Task[None] | None = None
     try:
         if start:
             await app.start()
+        if app.management is not None:
+            scraper = asyncio.get_running_loop().create_task(_scrape(app.management.url))
         yield app
     finally:
+        if scraper is not None:
+            scraper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scraper
         await app.stop()
         app_config.use(None)
+
+
+async def _scrape(url: str) -> None:
+    """Scrape ``url``/metrics every ``METRICS.every`` seconds, as Prometheus would (so a run
+    shorter than that sees no scrape: the scrape's own cost is reported apart)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        while True:
+            await asyncio.sleep(METRICS.every)
+            started = time.perf_counter()
+            async with session.get(f"{url}/metrics") as response:
+                body = await response.read()
+            took = time.perf_counter() - started
+            if response.status != 200 or b"binder_messages_received_total" not in body:
+                raise AssertionError(f"a scrape of {url}/metrics answered {response.status}")
+            METRICS.scrapes.append(took)
 
 
 @dataclass

@@ -41,6 +41,8 @@ class Case:
     rate: int = 0  # latency runs: messages per second offered
     framework: list[Measure] = field(default_factory=list)
     baseline: list[Measure] = field(default_factory=list)
+    #: ``--metrics``: the framework again, with its management endpoint on and scraped.
+    metrics: list[Measure] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -49,7 +51,9 @@ class Case:
 
     def medians(self, side: str) -> dict[str, float]:
         """Median over repeats of the throughput, or of each latency figure."""
-        runs = self.framework if side == "framework" else self.baseline
+        runs = {"framework": self.framework, "baseline": self.baseline, "metrics": self.metrics}[
+            side
+        ]
         if not runs:
             return {}
         if self.is_latency:
@@ -76,6 +80,24 @@ class Case:
         if self.is_latency or not fw or not base or not fw["cpu_us_per_msg"]:
             return None
         return base["cpu_us_per_msg"] / fw["cpu_us_per_msg"]
+
+    @property
+    def metrics_cost(self) -> dict[str, float] | None:
+        """What turning metrics on cost, in percent of the framework with them off: less
+        throughput and more CPU per message (throughput cases), or more p50 / p99 latency."""
+        off, on = self.medians("framework"), self.medians("metrics")
+        if not off or not on:
+            return None
+
+        def more(key: str) -> float:
+            return (on[key] / off[key] - 1) * 100 if off[key] else 0.0
+
+        if self.is_latency:
+            return {"p50_percent": more("p50_ms"), "p99_percent": more("p99_ms")}
+        return {
+            "throughput_percent": (1 - on["msg_per_s"] / off["msg_per_s"]) * 100,
+            "cpu_percent": more("cpu_us_per_msg"),
+        }
 
     @property
     def overhead_us(self) -> float | None:
@@ -109,6 +131,14 @@ class Case:
             ]
             out["overhead_us_per_message"] = self.overhead_us
             out["cpu_ratio"] = self.cpu_ratio
+        if self.metrics:
+            out["metrics_on"] = self.medians("metrics")
+            out["metrics_on_runs"] = (
+                [_latency(m) for m in self.metrics]
+                if self.is_latency
+                else [round(m.rate) for m in self.metrics]
+            )
+            out["metrics_cost"] = self.metrics_cost
         return out
 
 
@@ -181,6 +211,43 @@ def table(cases: Sequence[Case]) -> str:
             lines.append(
                 f"| {c.binder} | {c.size} ({payload_bytes(c.size)} B) | {c.rate:,} "
                 f"| {fmt(fw)} | {fmt(base)} |"
+            )
+    return "\n".join(lines)
+
+
+def metrics_table(cases: Sequence[Case]) -> str:
+    """``--metrics``: each case with metrics off and on, and what turning them on cost
+    (positive: slower, more CPU per message; negative: within the noise the other way)."""
+    lines = [
+        "| binder | scenario | payload | metrics off msg/s | metrics on msg/s | throughput cost "
+        "| CPU µs/msg off / on | CPU cost |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        cost = c.metrics_cost
+        if c.is_latency or cost is None:
+            continue
+        off, on = c.medians("framework"), c.medians("metrics")
+        lines.append(
+            f"| {c.binder} | {TITLES[c.scenario]} | {c.size} ({payload_bytes(c.size)} B) "
+            f"| {_rate(off['msg_per_s'])} | {_rate(on['msg_per_s'])} "
+            f"| {cost['throughput_percent']:+.1f}% "
+            f"| {off['cpu_us_per_msg']:.1f} / {on['cpu_us_per_msg']:.1f} "
+            f"| {cost['cpu_percent']:+.1f}% |"
+        )
+    latency = [c for c in cases if c.is_latency and c.metrics_cost is not None]
+    if latency:
+        lines += [
+            "",
+            "| binder | payload | p50 ms off / on | p99 ms off / on |",
+            "|---|---|---:|---:|",
+        ]
+        for c in latency:
+            off, on = c.medians("framework"), c.medians("metrics")
+            lines.append(
+                f"| {c.binder} | {c.size} ({payload_bytes(c.size)} B) "
+                f"| {off['p50_ms']:.2f} / {on['p50_ms']:.2f} "
+                f"| {off['p99_ms']:.2f} / {on['p99_ms']:.2f} |"
             )
     return "\n".join(lines)
 
