@@ -73,6 +73,13 @@ class Processor(Protocol):
     async def finish(self, work: Work) -> list[Outcome]:
         """Wait for the outputs' confirmations; one outcome per message."""
 
+    def settled(self, work: Work) -> None:
+        """The batch was acknowledged (what it wrote to state is the state now)."""
+
+    def given_back(self) -> None:
+        """The running consumer task gave back every batch it had not acknowledged, or
+        aborted their transaction: they are processed again."""
+
 
 class HandleProcessor:
     """A ``Processor`` over a plain ``Handle`` (no outputs of its own)."""
@@ -94,6 +101,12 @@ class HandleProcessor:
 
     async def finish(self, work: Work) -> list[Outcome]:
         return work.outcomes
+
+    def settled(self, work: Work) -> None:
+        pass
+
+    def given_back(self) -> None:
+        pass
 
 
 def _unreadable(exc: Exception) -> Exception:
@@ -364,6 +377,8 @@ class _Loop:
             await b.sleep(delay)
 
     async def _close(self) -> None:
+        if self.outstanding:
+            self.binding.processor.given_back()
         self.outstanding.clear()
         self.started.clear()
         try:
@@ -448,6 +463,7 @@ class _Loop:
             await self._give_back(exc)
             return False
         self.outstanding.popleft()
+        b.processor.settled(work)
         self._count(work, n, ok, self.started.popleft())
         if self._failures:
             log.info("binding %s: processing again", self.label)
@@ -477,6 +493,7 @@ class _Loop:
         batches = list(self.outstanding)
         self.outstanding.clear()
         self.started.clear()
+        b.processor.given_back()
         self._failures += 1
         b.stats.redelivered += len(batches)
         delay = redelivery_delay(self._failures)
@@ -524,6 +541,7 @@ class _Loop:
                 await self._give_back(exc)
                 continue
             self.outstanding.clear()
+            b.processor.settled(work)
             self._count(work, len(outcomes), outcomes.count(None), self.started.popleft())
             self._failures = 0
 
@@ -555,6 +573,7 @@ class _Loop:
                     dead.update(failed)
                     todo = [i for i in todo if i not in failed]
                     await source.abort(txn)
+                    processor.given_back()  # its state changes were aborted with it
                     continue
                 await source.settle(batch, sorted(dead.items()), txn)
                 return [dead.get(i) for i in range(len(messages))], work

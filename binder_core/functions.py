@@ -19,6 +19,7 @@ from typing import Any
 
 from binder_core.errors import Problem, did_you_mean
 from binder_core.message import Message
+from binder_core.state import GlobalTable, Store, Table
 
 
 class Kind(enum.StrEnum):
@@ -70,6 +71,9 @@ class FunctionInfo:
     #: whose positions are ``fn-out-0``, ``fn-out-1``, ...; ``None`` at a position sends
     #: nothing there.
     outputs: int = 1
+    #: State the function keeps or reads: (parameter name, "store", "table" or
+    #: "global-table", value type), in the order of its parameters.
+    state: tuple[tuple[str, str, Any], ...] = ()
 
     @property
     def has_input(self) -> bool:
@@ -144,6 +148,20 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
         for p in sig.parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
+    # Parameters typed Store[T] / Table[T] are state the framework passes, not inputs.
+    state: list[tuple[str, str, Any]] = []
+    for position, p in enumerate(list(params)):
+        origin = typing.get_origin(hints.get(p.name, p.annotation))
+        if origin not in _STATE_KINDS:
+            continue
+        if position == 0 or p.kind is p.POSITIONAL_ONLY:
+            raise TypeError(
+                f"'{name}': parameter '{p.name}' ({origin.__name__}) must come after "
+                "the input and be passable by name (the framework passes it)"
+            )
+        kind = (typing.get_args(hints[p.name]) or (Any,))[0]
+        state.append((p.name, _STATE_KINDS[origin], kind))
+        params.remove(p)
     streams = [_stream_item(hints.get(p.name, p.annotation)) for p in params]
     if len(params) > 1 and not all(item is not _NOT_A_STREAM for item in streams):
         raise TypeError(
@@ -186,6 +204,11 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
     outputs = 1 if consumer else _output_count(returns)
     input_types = tuple(streams) if len(params) > 1 else (input_type,)
     kind = Kind.SUPPLIER if not params else Kind.CONSUMER if consumer else Kind.FUNCTION
+    if state and (reactive or batch or len(params) > 1):
+        raise TypeError(
+            f"'{name}' keeps state ({', '.join(s[0] for s in state)}): it takes one message "
+            "at a time (not a list, nor a stream)"
+        )
     if kind is Kind.SUPPLIER and consumer:
         raise TypeError(f"'{name}' takes no input and returns None: it cannot be bound")
     if reactive and not is_async_gen:
@@ -204,10 +227,14 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
         inputs=max(1, len(params)),
         input_types=input_types,
         outputs=outputs,
+        state=tuple(state),
     )
 
 
 _NOT_A_STREAM = object()
+
+#: Parameter types that are state the framework passes: what FunctionInfo.state calls them.
+_STATE_KINDS: dict[Any, str] = {Store: "store", Table: "table", GlobalTable: "global-table"}
 
 
 def _stream_item(annotation: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import functools
 import logging
 import typing
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +30,7 @@ from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.retry import RetryPolicy
 from binder_core.spi import Batch, Converter, Outbox, Outcome
+from binder_core.state import Store
 from binder_core.streams import StreamDriver
 from binder_core.tracing import Tracing
 
@@ -55,6 +57,10 @@ class Work:
     shared: bool = False
     #: A function with several outputs: one lane per output binding.
     lanes: list[Lane] | None = None
+    #: Outboxes of the stores' changelogs (state changes of this batch).
+    changelogs: list[Outbox] | None = None
+    #: Each store's changes made by this batch (applied once it is acknowledged).
+    state: list[tuple[Store[Any], dict[str, Any]]] | None = None
 
 
 @dataclass(slots=True)
@@ -121,12 +127,33 @@ class Pipeline:
         self.retries = 0
         #: The app's error handler for this binding (``error-handler-definition``).
         self.error_handler: ErrorHandler | None = None
+        #: Stores the function keeps (``use_state``), and their changelogs' outputs.
+        self._stores: list[Store[Any]] = []
+        self._changelogs: dict[str, Output] = {}
         #: Spans for this binding's messages, when the app traces (``use_tracing``).
         self.tracing: Tracing | None = None
         #: A returned value -> the message to send (and, when tracing, its publish span).
         self._to_wire: Callable[[Any], Message[bytes]] | None = (
             output.message if output is not None else None
         )
+
+    def use_state(self, stores: list[Store[Any]], changelogs: dict[str, Output]) -> None:
+        """The function keeps ``stores`` (changes confirmed with the batch on ``changelogs``,
+        by store name, when the binder makes state durable)."""
+        self._stores = stores
+        self._changelogs = changelogs
+
+    def settled(self, work: Work) -> None:
+        """The batch was acknowledged: its state changes are the state now."""
+        if work.state:
+            for store, changes in work.state:
+                store.settle(changes)
+
+    def given_back(self) -> None:
+        """The consumer task running gave its unacknowledged batches back (or aborted their
+        transaction): what they wrote to the stores is forgotten; they are processed again."""
+        for store in self._stores:
+            store.forget()
 
     @property
     def streaming(self) -> bool:
@@ -157,6 +184,8 @@ class Pipeline:
         unreadable = batch.unreadable
         if unreadable:
             return await self._with_unreadable(batch, unreadable, transaction)
+        if self._stores:
+            return await self._each_stateful(batch, transaction)
         if self.lanes:
             return await self._each_lanes(batch, transaction)
         if self.tracing is not None:
@@ -183,6 +212,13 @@ class Pipeline:
         return outcomes
 
     async def _confirmed(self, work: Work) -> list[Outcome]:
+        if work.changelogs:
+            for box in work.changelogs:
+                results = await box.confirm()
+                refused = next((r for r in results if r is not None), None)
+                if refused is not None:
+                    # State that cannot be made durable: the batch is delivered again.
+                    raise DeliveryError(f"a store's changelog refused a change: {refused}")
         if work.lanes:
             for lane in work.lanes:
                 await self._confirm_lane(work, lane)
@@ -307,6 +343,71 @@ class Pipeline:
                 if pending:
                     await work.outbox.add(pending)
             return work
+
+    async def _each_stateful(self, batch: Batch, transaction: Any) -> Work:
+        """A function that keeps state: a message's store changes are kept when it is
+        processed and forgotten when an attempt fails; the batch's changes go to the
+        changelogs with its outputs and become the state once the batch is acknowledged."""
+        stores = self._stores
+        layers = [store.begin() for store in stores]
+        outcomes: list[Outcome] = []
+        work = Work(batch, outcomes, transaction)
+        to_wire, arg, apply = self._to_wire, self._arg, self._apply
+        pending, spans = work.outputs, work.spans
+
+        async def attempt(msg: Message[bytes]) -> list[Any]:
+            for layer in layers:
+                layer.message = {}  # a fresh attempt starts from the state
+            values = await apply(arg(msg))
+            return [to_wire(v) for v in values] if to_wire is not None else []
+
+        try:
+            for msg in batch.messages:
+                for layer in layers:
+                    layer.partition = msg.partition or 0
+                outcome: Outcome = None
+                try:
+                    made = await attempt(msg)
+                except Exception as exc:
+                    result = await self._attempts(exc, functools.partial(attempt, msg))
+                    made = [] if isinstance(result, Exception) else result
+                    if isinstance(result, Exception):
+                        outcome = result
+                for layer in layers:
+                    Store.message_done(layer, outcome is None)
+                pending.extend(made)
+                outcomes.append(outcome)
+                spans.append(len(pending))
+        finally:
+            changed = [(store, store.end()) for store in stores]
+        work.state = [(store, changes) for store, changes in changed if changes is not None]
+        output = self.output
+        if output is not None:
+            work.outbox = output.outbox(transaction)
+            work.output = output
+            if pending:
+                await work.outbox.add(pending)
+        boxes: list[Outbox] = []
+        for store, changes in work.state:
+            changelog = self._changelogs.get(store.name)
+            if changelog is None:
+                continue
+            box = changelog.outbox(transaction)
+            await box.add(
+                [
+                    Message(
+                        # No payload: a tombstone (compaction removes the key).
+                        None if value is None else store.encode(value),  # type: ignore[arg-type]
+                        {},
+                        key.encode("utf-8"),
+                        partition,
+                    )
+                    for partition, key, value in Store.changes(changes)
+                ]
+            )
+            boxes.append(box)
+        work.changelogs = boxes
+        return work
 
     async def _feed_stream(self, value: Any) -> list[Any]:
         assert self._stream is not None

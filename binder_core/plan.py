@@ -64,14 +64,19 @@ class AppPlan:
     more_outputs: dict[str, list[BindingPlan]] = field(default_factory=dict)
     #: Input bindings the app polls itself (``stream.pollable-source``), by name.
     pollable: dict[str, BindingPlan] = field(default_factory=dict)
+    #: Tables a function reads (``Table[T]`` parameters): definition name -> (function.
+    #: parameter, binding), bound as the inputs after the function's own (``-in-1``, ...).
+    tables: dict[str, list[tuple[str, BindingPlan]]] = field(default_factory=dict)
 
     def all(self) -> list[BindingPlan]:
         """Every binding, inputs first."""
         more_in = [p for plans in self.more_inputs.values() for p in plans]
         more_out = [p for plans in self.more_outputs.values() for p in plans]
+        tables = [p for pairs in self.tables.values() for _, p in pairs]
         return [
             *self.inputs.values(),
             *more_in,
+            *tables,
             *self.outputs.values(),
             *more_out,
             *self.bridge.values(),
@@ -140,17 +145,27 @@ def make_plan(
     outputs: dict[str, BindingPlan] = {}
     more_inputs: dict[str, list[BindingPlan]] = {}
     more_outputs: dict[str, list[BindingPlan]] = {}
+    tables: dict[str, list[tuple[str, BindingPlan]]] = {}
     used: set[str] = set()
     defaults: set[str] = set()
     for d in definitions:
-        names = [("in", d.input_binding(i), i) for i in range(d.inputs)]
-        names += [("out", d.output_binding(i), i) for i in range(d.outputs)]
-        for direction, default_name, index in names:
+        names = [("in", d.input_binding(i), i, "") for i in range(d.inputs)]
+        read = [
+            f"{part.name}.{param}"
+            for part in d.parts
+            for param, kind, _ in part.state
+            if kind != "store"
+        ]
+        names += [("in", d.input_binding(d.inputs + j), -1, p) for j, p in enumerate(read)]
+        names += [("out", d.output_binding(i), i, "") for i in range(d.outputs)]
+        for direction, default_name, index, table in names:
             defaults.add(canonical(default_name))
             name = renames.get(canonical(default_name), default_name)
             used.add(canonical(name))
             plan = plan_binding(config, name, direction, d.name, force_binder)
-            if index == 0:
+            if table:
+                tables.setdefault(d.name, []).append((table, plan))
+            elif index == 0:
                 (inputs if direction == "in" else outputs)[d.name] = plan
             else:
                 more = more_inputs if direction == "in" else more_outputs
@@ -201,7 +216,9 @@ def make_plan(
         if canonical(name) not in used and canonical(name) not in bridge:
             bridge[canonical(name)] = plan_binding(config, name, "out", "", force_binder)
 
-    app_plan = AppPlan(definitions, inputs, outputs, bridge, more_inputs, more_outputs, pollable)
+    app_plan = AppPlan(
+        definitions, inputs, outputs, bridge, more_inputs, more_outputs, pollable, tables
+    )
     for binding in app_plan.all():
         problems.extend(_check(binding, config, converters, force_binder))
         problems.extend(_spring_mode_problems(binding, app_plan, config))

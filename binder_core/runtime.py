@@ -34,6 +34,7 @@ from binder_core.spi import (
     ProducerSpec,
     Subscription,
 )
+from binder_core.stateful import AppState
 from binder_core.streams import StreamDriver
 from binder_core.subscriptions import MultiSubscription, guard
 from binder_core.suppliers import SupplierRunner
@@ -81,6 +82,8 @@ class App:
         #: every task the app starts: two apps in one process each have their own).
         self.bridge = StreamBridge(self)
         self.management: Management | None = None
+        #: The stores and tables of the app's functions (``binder_core.state``).
+        self.state = AppState()
         self._tracing = False  # decided at bind: the app may install its SDK until then
 
     async def start(self) -> None:
@@ -202,6 +205,9 @@ class App:
     ) -> None:
         binder = await self._binder(plan.binder)
         definition = next(d for d in self.plan.definitions if d.name == plan.definition)
+        stateful = any(part.state for part in definition.parts)
+        if stateful:
+            definition, stores, tables = self.state.bind_functions(definition)
         stream = self.config.stream
         consumer = plan.properties.consumer
         consumer = consumer.model_copy(
@@ -257,6 +263,18 @@ class App:
                 with contextlib.suppress(Exception):
                     await part.close()
             raise StartError(f"binding '{plan.name}' could not bind a consumer: {exc}") from exc
+        if stateful:
+            try:
+                read = {
+                    name: (tables[name], table, await self._binder(table.binder))
+                    for name, table in self.plan.tables.get(plan.definition, [])
+                }
+                await self.state.attach(plan, binder, parts, pipeline, stores, read)
+            except Exception as exc:
+                for part in parts:
+                    with contextlib.suppress(Exception):
+                        await part.close()
+                raise StartError(f"binding '{plan.name}': its state: {exc}") from exc
         subscription = guard(parts[0] if len(parts) == 1 else MultiSubscription(parts))
         binding = ConsumerBinding(
             plan.name, subscription, pipeline, consumer.concurrency * len(parts)
@@ -307,6 +325,7 @@ class App:
             except Exception as exc:
                 log.error("binding %s: stream function did not finish: %s", pipeline.binding, exc)
         await asyncio.gather(*stopping)
+        await self.state.close()
         for polled in self.pollables.values():
             try:
                 await polled.close()

@@ -21,7 +21,7 @@ framework close to a hand-written client loop.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,6 +45,7 @@ class Capability(enum.StrEnum):
     CROSS_PROCESS = "cross-process"  # other processes (binder send / tail) reach it
     REQUIRED_GROUPS = "required-groups"  # a producer can declare groups before consumers
     TRANSACTIONS = "transactions"  # outputs and input offsets committed atomically
+    STATE = "state"  # durable keyed state: changelogs replayed when partitions are assigned
 
 
 #: Per input message: ``None`` when it was processed (outputs confirmed), or the final error
@@ -142,6 +143,18 @@ class TransactionalSource(Source, Protocol):
 
     async def abort(self, transaction: Any) -> None:
         """Abort ``transaction``: nothing sent in it becomes visible."""
+
+
+class PartitionListener(Protocol):
+    """Told by a subscription whose broker assigns partitions (Kafka) when a consumer gets
+    or loses some: the core restores and drops state there. ``assigned`` is awaited before
+    any record of those partitions is fetched."""
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """These partitions are this consumer's now."""
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """These partitions are no longer this consumer's."""
 
 
 @runtime_checkable
@@ -284,6 +297,27 @@ class Binding(Protocol):
 
     async def resume(self) -> None:
         """Undo ``pause``."""
+
+
+@runtime_checkable
+class StateBinder(Binder, Protocol):
+    """A binder that keeps state durable (``Capability.STATE``): changelog topics for
+    stores, and reading a topic from its beginning for restores and tables. Its
+    subscriptions also take a ``PartitionListener`` (``listen``)."""
+
+    async def provision_changelog(self, name: str, like: str) -> Sink:
+        """A compacted destination ``name`` with as many partitions as ``like``; messages
+        sent to it carry a key and a partition, a ``None`` payload deletes the key."""
+
+    async def partition_count(self, name: str) -> int | None:
+        """How many partitions destination ``name`` has (None when it does not exist)."""
+
+    def replay(
+        self, name: str, partitions: Collection[int] | None, follow: bool
+    ) -> AsyncIterator[Sequence[Message[bytes]] | None]:
+        """The messages of ``name`` (of ``partitions``, or all) from the beginning, in
+        batches with key and partition; ``None`` once it caught up with the end as it was
+        when it began. Without ``follow`` it ends there; with it, it goes on."""
 
 
 #: Builds a binder from its validated ``environment`` (the model its type registered).

@@ -131,8 +131,10 @@ class TestApp:
         payload: Any,
         headers: Mapping[str, Any] | None = None,
         content_type: str | None = None,
+        key: str | bytes | None = None,
     ) -> None:
-        """Send to a destination (or to the destination of binding ``name``)."""
+        """Send to a destination (or to the destination of binding ``name``), with ``key``
+        as the message key when given (what tables are keyed by)."""
         if isinstance(payload, bytes):
             data = payload
         elif isinstance(payload, str):
@@ -142,7 +144,9 @@ class TestApp:
         hdrs = dict(headers or {})
         if content_type is not None:
             hdrs[CONTENT_TYPE] = content_type
-        await self._broker.destination(self.destination_of(name)).publish([Message(data, hdrs)])
+        raw = key.encode("utf-8") if isinstance(key, str) else key
+        message = Message(data, hdrs, raw)
+        await self._broker.destination(self.destination_of(name)).publish([message])
 
     async def receive(self, name: str, timeout: float = 2.0) -> Message[bytes]:
         """The next message sent to a destination (or binding); ``TimeoutError`` if none

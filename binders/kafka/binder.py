@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
+from binder_core.message import Message
 from binder_core.spi import Capability, ConsumerSpec, Health, ProducerSpec
 from binders.kafka.clients import ClientConfig, throttle_client_logs
 from binders.kafka.consumer import KafkaSubscription
@@ -22,6 +24,7 @@ from binders.kafka.settings import (
     KafkaConsumerProperties,
     KafkaEnvironment,
     KafkaProducerProperties,
+    KafkaTopicProperties,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ class KafkaBinder:
             Capability.CROSS_PROCESS,
             Capability.REQUIRED_GROUPS,
             Capability.TRANSACTIONS,
+            Capability.STATE,
         }
     )
 
@@ -223,6 +227,65 @@ class KafkaBinder:
         limit = await self.provisioner.max_message_bytes(spec.destination)
         return KafkaSink(self, spec.destination, slot, ext.sync, release, limit)
 
+    # -- state -----------------------------------------------------------------------------
+
+    async def provision_changelog(self, name: str, like: str) -> KafkaSink:
+        """A compacted topic for a store, partitioned like the input topic ``like``."""
+        partitions = await self.provisioner.partitions(like) or 1
+        await self.provisioner.ensure_topic(
+            name,
+            partitions,
+            fewer="error",
+            properties=KafkaTopicProperties(properties={"cleanup.policy": "compact"}),
+            purpose=f"state changelog partitioned like {like}",
+        )
+        return await self.provision_producer(ProducerSpec(name, name))
+
+    async def partition_count(self, name: str) -> int | None:
+        return await self.provisioner.partitions(name)
+
+    async def replay(
+        self, name: str, partitions: Collection[int] | None, follow: bool
+    ) -> AsyncIterator[Sequence[Message[bytes]] | None]:
+        """The records of ``name`` from the beginning (a consumer of its own, no group)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            **self.clients.kwargs(
+                "consumer",
+                {"client_id": f"binder-{self.name}-replay", "auto_offset_reset": "earliest"},
+                {},
+            ),
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            if partitions is None:
+                found = await consumer.partitions_for_topic(name) or set()
+                partitions = sorted(found)
+            tps = [TopicPartition(name, p) for p in partitions]
+            if not tps:
+                yield None
+                if not follow:
+                    return
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            caught_up = False
+            while True:
+                if not caught_up:
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                        caught_up = True
+                        yield None
+                        if not follow:
+                            return
+                data = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for records in data.values():
+                    yield [Message(r.value, {}, r.key, r.partition) for r in records]
+        finally:
+            await _quietly(consumer.stop())
+
     # -- consumers -------------------------------------------------------------------------
 
     async def provision_consumer(self, spec: ConsumerSpec) -> KafkaSubscription:
@@ -261,3 +324,11 @@ class KafkaBinder:
         shared, self._producers = list(self._producers.values()), {}
         await asyncio.gather(*(stop_client(s.client, s.close_timeout) for s in shared))
         await self.provisioner.close()
+
+
+async def _quietly(coro: Any) -> None:
+    """Cleanup that must not raise (a broker gone while a replay closes)."""
+    try:
+        await asyncio.wait_for(coro, 5)
+    except Exception as exc:
+        log.debug("cleanup step did not finish: %s", describe(exc))

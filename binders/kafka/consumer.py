@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from binder_core.message import Message
-from binder_core.spi import Batch, ConsumerSpec, Disconnected, Permanent
+from binder_core.spi import Batch, ConsumerSpec, Disconnected, PartitionListener, Permanent
 from binders.kafka.clients import ClientConfig
 from binders.kafka.deadletter import DeadLetters
 from binders.kafka.headers import decoded
@@ -168,6 +168,12 @@ class KafkaSubscription:
         self.transactional = env.transactional
         #: Whether the binding is paused (new partitions are paused as they come).
         self.paused = False
+        #: Told when a consumer of this binding gets or loses partitions (state).
+        self.listeners: list[PartitionListener] = []
+
+    def listen(self, listener: PartitionListener) -> None:
+        """Tell ``listener`` about partition assignments (restores state before input)."""
+        self.listeners.append(listener)
 
     @property
     def dlq_name(self) -> str:
@@ -546,6 +552,9 @@ class KafkaSource:
         if self.pending:
             await _bounded(self._flush(consumer), self._revoke_wait)
             self.pending.clear()
+        mine = {tp.partition for tp in revoked if tp.topic == self.sub.topic}
+        for listener in self.sub.listeners:
+            await listener.revoked(mine)
 
     async def assigned(self, consumer: Any, assigned: set[Any]) -> None:
         """New partitions: apply reset-offsets, pause if the binding is paused, and commit
@@ -576,6 +585,12 @@ class KafkaSource:
                 sorted(tp.partition for tp in assigned),
                 describe(exc),
             )
+        try:
+            # State for these partitions is restored before any of their records is
+            # fetched (aiokafka fetches only once this callback returned).
+            mine = {tp.partition for tp in assigned if tp.topic == sub.topic}
+            for listener in sub.listeners:
+                await listener.assigned(mine)
         finally:
             self._ready.set()
 

@@ -1,0 +1,324 @@
+"""Keyed state for functions, kept durable by the binder, and tables read from a topic.
+
+A function declares what it keeps as a parameter typed ``Store[T]`` (any name after its
+input), and what it reads as ``Table[T]``::
+
+    def price_alerts(tick: Tick, refs: Store[Reference], limits: Table[Limit]) -> Alert | None:
+        ref = refs.get(tick.symbol)
+        ...
+        refs[tick.symbol] = Reference(price=tick.price)
+
+A store is keyed by the message key (use the key the input is partitioned by, so a key's
+state lives with its partition). On a binder with the ``state`` capability (Kafka) each
+store is backed by a compacted changelog topic, ``<group>.<function>.<store>.changelog``,
+partitioned like the input: a batch's changes are written with its outputs and confirmed
+before its input is committed (in the same transaction when transactions are on), and the
+partitions a consumer is assigned are restored from the changelog before any of their
+input is processed; partitions it loses are dropped. On other binders a store lives in the
+process (lost on restart).
+
+Changes are transactional per message and per batch: what a failed attempt wrote is
+forgotten, and so is what a batch that is given back wrote, so at-least-once delivery never
+applies a message's change twice to the state it is read from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Iterator
+from contextvars import ContextVar
+from typing import Any, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from binder_core.message import Message
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A change that removes the key (a tombstone in the changelog).
+_DELETED: Any = object()
+
+
+class _Writing:
+    """What one consumer task's batch has written so far (per store)."""
+
+    __slots__ = ("batch", "message", "partition")
+
+    def __init__(self) -> None:
+        self.batch: dict[str, tuple[int, Any]] = {}
+        self.message: dict[str, tuple[int, Any]] = {}
+        self.partition = 0
+
+
+class Store(Generic[T]):
+    """A keyed state store (declare ``name: Store[T]`` as a parameter of a function).
+
+    Reads see, newest first: what the message being processed wrote, what its batch wrote,
+    what batches not yet acknowledged wrote, and the committed state. Each consumer task
+    writes in its own layer (a context variable), so concurrent consumers of one binding
+    and a batch processed while the one before it is confirmed never see each other's
+    uncommitted writes undone."""
+
+    def __init__(self, name: str, kind: Any) -> None:
+        self.name = name
+        self._adapter: TypeAdapter[Any] = TypeAdapter(kind)
+        #: key -> (partition, value): what acknowledged batches left.
+        self._committed: dict[str, tuple[int, Any]] = {}
+        #: Changes of batches processed and not yet acknowledged, oldest first, with the
+        #: task that processed them (a task giving its batches back forgets its own).
+        self._pending: list[tuple[object, dict[str, tuple[int, Any]]]] = []
+        self._writing: ContextVar[_Writing | None] = ContextVar(f"store:{name}", default=None)
+
+    # -- what functions use ----------------------------------------------------------------
+
+    def _find(self, k: str) -> tuple[int, Any] | None:
+        found: tuple[int, Any] | None
+        writing = self._writing.get()
+        if writing is not None:
+            found = writing.message.get(k) or writing.batch.get(k)
+            if found is not None:
+                return found
+        for _, changes in reversed(self._pending):
+            found = changes.get(k)
+            if found is not None:
+                return found
+        committed: tuple[int, Any] | None = self._committed.get(k)
+        return committed
+
+    def get(self, key: Any, default: T | None = None) -> T | None:
+        """The value of ``key`` as the message being processed sees it, or ``default``."""
+        found = self._find(str(key))
+        if found is None or found[1] is _DELETED:
+            return default
+        return found[1]  # type: ignore[no-any-return]
+
+    def __getitem__(self, key: Any) -> T:
+        found = self._find(str(key))
+        if found is None or found[1] is _DELETED:
+            raise KeyError(key)
+        return found[1]  # type: ignore[no-any-return]
+
+    def __contains__(self, key: Any) -> bool:
+        found = self._find(str(key))
+        return found is not None and found[1] is not _DELETED
+
+    def __setitem__(self, key: Any, value: T) -> None:
+        self.put(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.delete(key)
+
+    def _layer(self) -> _Writing:
+        writing = self._writing.get()
+        if writing is None:
+            raise RuntimeError(
+                f"store '{self.name}' is written by its function while it processes a "
+                "message, not from elsewhere"
+            )
+        return writing
+
+    def put(self, key: Any, value: T) -> None:
+        """Set ``key``: kept once the message is processed and its batch acknowledged."""
+        writing = self._layer()
+        writing.message[str(key)] = (writing.partition, self._adapter.validate_python(value))
+
+    def delete(self, key: Any) -> None:
+        """Remove ``key`` (kept as ``put`` is)."""
+        writing = self._layer()
+        writing.message[str(key)] = (writing.partition, _DELETED)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        """Every key and value, as the message being processed sees them."""
+        merged = dict(self._committed)
+        for _, changes in self._pending:
+            merged.update(changes)
+        writing = self._writing.get()
+        if writing is not None:
+            merged.update(writing.batch)
+            merged.update(writing.message)
+        return ((k, v) for k, (_, v) in merged.items() if v is not _DELETED)
+
+    def keys(self) -> Iterator[str]:
+        return (k for k, _ in self.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.items())
+
+    # -- what the core does ----------------------------------------------------------------
+
+    def begin(self) -> _Writing:
+        """A batch starts in this task."""
+        writing = _Writing()
+        self._writing.set(writing)
+        return writing
+
+    def end(self) -> dict[str, tuple[int, Any]] | None:
+        """The batch is processed: its changes wait for it to be acknowledged (returned,
+        to hand to ``settle``); None when it changed nothing."""
+        writing = self._writing.get()
+        self._writing.set(None)
+        if writing is None or not writing.batch:
+            return None
+        self._pending.append((_task(), writing.batch))
+        return writing.batch
+
+    @staticmethod
+    def message_done(writing: _Writing, ok: bool) -> None:
+        """The message's changes join its batch (processed) or are forgotten (failed)."""
+        if ok and writing.message:
+            writing.batch.update(writing.message)
+        writing.message = {}
+
+    def settle(self, changes: dict[str, tuple[int, Any]]) -> None:
+        """The batch that made ``changes`` was acknowledged: they are the state now."""
+        for i, (_, pending) in enumerate(self._pending):
+            if pending is changes:
+                del self._pending[i]
+                break
+        committed = self._committed
+        for k, pv in changes.items():
+            if pv[1] is _DELETED:
+                committed.pop(k, None)
+            else:
+                committed[k] = pv
+
+    def forget(self) -> None:
+        """This task gave its unacknowledged batches back: forget what they wrote (they
+        are processed again)."""
+        task = _task()
+        self._pending = [(t, c) for t, c in self._pending if t is not task]
+        writing = self._writing.get()
+        if writing is not None:
+            self._writing.set(None)
+
+    @staticmethod
+    def changes(changes: dict[str, tuple[int, Any]]) -> list[tuple[int, str, Any]]:
+        """A batch's changes: (partition, key, value or None for a delete)."""
+        return [(p, k, None if v is _DELETED else v) for k, (p, v) in changes.items()]
+
+    def encode(self, value: Any) -> bytes:
+        return self._adapter.dump_json(value)
+
+    def restore(self, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """One changelog record (replayed in order)."""
+        if key is None:
+            return
+        k = key.decode("utf-8", "replace")
+        if not value:
+            self._committed.pop(k, None)
+            return
+        try:
+            self._committed[k] = (partition, self._adapter.validate_json(value))
+        except ValidationError as exc:
+            log.warning(
+                "store %s: a changelog value for key %r cannot be read (%d problem(s)); skipped",
+                self.name,
+                k[:60],
+                exc.error_count(),
+            )
+
+    def drop(self, partitions: Collection[int]) -> None:
+        """Forget the state of partitions this consumer no longer owns."""
+        lost = set(partitions)
+        self._committed = {k: pv for k, pv in self._committed.items() if pv[0] not in lost}
+        for _, changes in self._pending:
+            for k in [k for k, pv in changes.items() if pv[0] in lost]:
+                del changes[k]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The committed state (what queries show)."""
+        return {k: v for k, (_, v) in self._committed.items() if v is not _DELETED}
+
+    def lookup(self, key: str) -> tuple[bool, Any]:
+        """(found, value) of ``key`` in the committed state (queries)."""
+        found = self._committed.get(key)
+        return (False, None) if found is None else (True, found[1])
+
+
+def _task() -> object:
+    """The consumer task running (its loop owns the batches it gives back)."""
+    try:
+        return asyncio.current_task() or _NO_TASK
+    except RuntimeError:
+        return _NO_TASK
+
+
+_NO_TASK = object()
+
+
+class Table(Generic[T]):
+    """A read-only view of a topic by key (declare ``name: Table[T]`` after the input):
+    every record's latest value, a record with no payload removing its key. Bound as the
+    function's next input binding (``<function>-in-1``, ``-in-2``, ...), as Spring's
+    Kafka Streams binder binds a KTable.
+
+    On Kafka a ``Table`` holds the partitions of its topic this instance is assigned for the
+    function's input (the topics must be partitioned alike, as a KTable's are), restored
+    before their input is processed; a ``GlobalTable`` holds every partition in every
+    instance. Kept up to date in the background: a function sees it as it is when it runs.
+    """
+
+    def __init__(self, name: str, kind: Any) -> None:
+        self.name = name
+        self._adapter: TypeAdapter[Any] = TypeAdapter(kind)
+        self._values: dict[str, Any] = {}
+        #: Records applied since start (for metrics and tests).
+        self.updates = 0
+
+    def get(self, key: Any, default: T | None = None) -> T | None:
+        return self._values.get(str(key), default)
+
+    def __getitem__(self, key: Any) -> T:
+        return self._values[str(key)]  # type: ignore[no-any-return]
+
+    def __contains__(self, key: Any) -> bool:
+        return str(key) in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> Iterator[str]:
+        return iter(list(self._values))
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        return iter(list(self._values.items()))
+
+    def apply(self, message: Message[bytes], into: dict[str, Any] | None = None) -> None:
+        """One record of the topic (into ``into`` while a replay builds a fresh copy)."""
+        values = self._values if into is None else into
+        key = message.key
+        if key is None:
+            return
+        k = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        if not message.payload:
+            values.pop(k, None)
+        else:
+            try:
+                values[k] = self._adapter.validate_json(message.payload)
+            except ValidationError as exc:
+                log.warning(
+                    "table %s: a value for key %r cannot be read (%d problem(s)); skipped",
+                    self.name,
+                    k[:60],
+                    exc.error_count(),
+                )
+                return
+        self.updates += 1
+
+    def replace(self, values: dict[str, Any]) -> None:
+        """A replay caught up: its copy is the table now."""
+        self._values = values
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def lookup(self, key: str) -> tuple[bool, Any]:
+        return (key in self._values, self._values.get(key))
+
+
+class GlobalTable(Table[T]):
+    """A ``Table`` holding every partition of its topic in every instance (Kafka Streams'
+    GlobalKTable): for reference data keyed otherwise than the input."""

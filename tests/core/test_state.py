@@ -1,0 +1,251 @@
+"""Stores and tables on the memory binder: a function keeps keyed state in a parameter, a
+failed attempt's writes are forgotten, a batch given back forgets what it wrote, tables
+follow their destination; signatures that cannot keep state are refused at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from binder_core.consumer import ConsumerBinding
+from binder_core.errors import ConfigError
+from binder_core.functions import inspect_function
+from binder_core.state import GlobalTable, Store, Table
+from binder_core.testing import TestApp
+
+
+class Tick(BaseModel):
+    symbol: str
+    price: float
+
+
+class Count(BaseModel):
+    n: int
+
+
+class Limit(BaseModel):
+    drop: float
+
+
+def counter(tick: Tick, counts: Store[Count]) -> str:
+    seen = counts.get(tick.symbol) or Count(n=0)
+    counts[tick.symbol] = Count(n=seen.n + 1)
+    return f"{tick.symbol}={seen.n + 1}"
+
+
+def _props(**extra: Any) -> dict[str, Any]:
+    bindings: dict[str, Any] = {
+        "counter-in-0": {"destination": "ticks", "group": "g"},
+        "counter-out-0": {"destination": "counts", "content-type": "text/plain"},
+    }
+    bindings.update(extra)
+    return {"stream": {"bindings": bindings}}
+
+
+async def test_a_store_keeps_state_per_key_across_messages() -> None:
+    async with TestApp({"counter": counter}, properties=_props()) as app:
+        for symbol in ("A", "B", "A", "A", "B"):
+            await app.send("ticks", {"symbol": symbol, "price": 1.0})
+        got = [m.payload.decode() for m in await app.receive_all("counts", 5)]
+        assert got == ["A=1", "B=1", "A=2", "A=3", "B=2"]
+        assert app.app is not None
+        store = app.app.state.find("counts")
+        assert store is not None and store is app.app.state.find("counter.counts")
+        assert {k: v.n for k, v in store.snapshot().items()} == {"A": 3, "B": 2}
+
+
+async def test_a_failed_attempt_forgets_what_it_wrote() -> None:
+    attempts: list[int] = []
+
+    def flaky(tick: Tick, counts: Store[Count]) -> str:
+        seen = counts.get(tick.symbol) or Count(n=0)
+        counts[tick.symbol] = Count(n=seen.n + 1)
+        attempts.append(seen.n)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails after writing")
+        return f"{tick.symbol}={seen.n + 1}"
+
+    props = {
+        "stream": {
+            "bindings": {
+                "flaky-in-0": {
+                    "destination": "ticks",
+                    "group": "g",
+                    "consumer": {"max-attempts": 3, "back-off-initial-interval": 1},
+                },
+                "flaky-out-0": {"destination": "counts", "content-type": "text/plain"},
+            }
+        }
+    }
+    async with TestApp({"flaky": flaky}, properties=props) as app:
+        await app.send("ticks", {"symbol": "A", "price": 1.0})
+        await app.send("ticks", {"symbol": "A", "price": 1.0})
+        got = [m.payload.decode() for m in await app.receive_all("counts", 2)]
+    # The second attempt saw the state as it was before the first: no double count.
+    assert attempts == [0, 0, 1]
+    assert got == ["A=1", "A=2"]
+
+
+async def test_a_message_that_fails_for_good_changes_nothing() -> None:
+    def picky(tick: Tick, counts: Store[Count]) -> str:
+        counts[tick.symbol] = Count(n=(counts.get(tick.symbol) or Count(n=0)).n + 1)
+        if tick.price < 0:
+            raise ValueError("negative price")
+        return f"{tick.symbol}={counts[tick.symbol].n}"
+
+    props = {
+        "stream": {
+            "bindings": {
+                "picky-in-0": {
+                    "destination": "ticks",
+                    "group": "g",
+                    "consumer": {"max-attempts": 1},
+                },
+                "picky-out-0": {"destination": "counts", "content-type": "text/plain"},
+            }
+        }
+    }
+    async with TestApp({"picky": picky}, properties=props) as app:
+        await app.send("ticks", {"symbol": "A", "price": 1.0})
+        await app.send("ticks", {"symbol": "A", "price": -1.0})
+        await app.send("ticks", {"symbol": "A", "price": 2.0})
+        got = [m.payload.decode() for m in await app.receive_all("counts", 2)]
+        dead = await app.receive(app.dead_letter_destination("picky-in-0"))
+    assert got == ["A=1", "A=2"]
+    assert json.loads(dead.payload)["price"] == -1.0
+
+
+async def test_a_batch_given_back_forgets_its_writes_and_is_counted_once() -> None:
+    """The consumer loop gives a batch back when its outputs cannot be confirmed: what the
+    batch wrote is forgotten, and the redelivered batch counts from the state before it."""
+    async with TestApp({"counter": counter}, properties=_props()) as app:
+        assert app.app is not None
+        binding: ConsumerBinding = app.app.bindings["counter-in-0"]
+        output = app.app.outputs["counter"]
+        real = output.sink
+        refusals = 0
+
+        class Flaky:
+            """The sink refuses the first batch's outputs as a broker outage would."""
+
+            def outbox(self, transaction: Any = None) -> Any:
+                box = real.outbox(transaction)
+
+                class Box:
+                    async def add(self, messages: Any) -> None:
+                        await box.add(messages)
+
+                    async def confirm(self) -> Any:
+                        nonlocal refusals
+                        results = await box.confirm()
+                        if refusals == 0:
+                            refusals += 1
+                            raise ConnectionError("broker went away")
+                        return results
+
+                return Box()
+
+            async def close(self) -> None:
+                await real.close()
+
+        output.sink = Flaky()  # type: ignore[assignment]
+        await app.send("ticks", {"symbol": "A", "price": 1.0})
+        got = [m.payload.decode() for m in await app.receive_all("counts", 2, timeout=10)]
+        store = app.app.state.find("counts")
+        assert store is not None
+        # The first delivery's output went out before its confirmation failed (a
+        # duplicate, as at-least-once allows); its state change did not stay.
+        assert got == ["A=1", "A=1"]
+        assert store.snapshot()["A"].n == 1
+        assert binding.stats.redelivered == 1
+        output.sink = real
+
+
+async def test_a_table_follows_its_destination_by_key() -> None:
+    seen: list[str] = []
+
+    def alerts(tick: Tick, limits: Table[Limit]) -> str | None:
+        limit = limits.get(tick.symbol)
+        seen.append(tick.symbol)
+        if limit is None or tick.price > limit.drop:
+            return None
+        return f"{tick.symbol} below {limit.drop}"
+
+    props = {
+        "stream": {
+            "bindings": {
+                "alerts-in-0": {"destination": "ticks", "group": "g"},
+                "alerts-in-1": {"destination": "limits"},
+                "alerts-out-0": {"destination": "alerts", "content-type": "text/plain"},
+            }
+        }
+    }
+    async with TestApp({"alerts": alerts}, properties=props) as app:
+        assert app.app is not None
+        table = app.app.state.find("limits")
+        assert isinstance(table, Table)
+        await app.send("limits", {"drop": 10.0}, key="A")
+        await app.send("limits", {"drop": 5.0}, key="B")
+        for _ in range(200):
+            if len(table) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await app.send("ticks", {"symbol": "A", "price": 9.0})
+        await app.send("ticks", {"symbol": "B", "price": 9.0})
+        await app.send("ticks", {"symbol": "C", "price": 1.0})
+        assert (await app.receive("alerts")).payload == b"A below 10.0"
+        await app.send("limits", b"", key="A")  # no payload: the key is removed
+        for _ in range(200):
+            if "A" not in table:
+                break
+            await asyncio.sleep(0.01)
+        await app.send("ticks", {"symbol": "A", "price": 1.0})
+        await app.send("ticks", {"symbol": "B", "price": 1.0})
+        assert (await app.receive("alerts")).payload == b"B below 5.0"
+        assert app.pending("alerts") == 0
+
+
+async def test_table_bindings_are_planned_as_the_next_inputs() -> None:
+    def both(tick: Tick, counts: Store[Count], a: Table[Limit], b: GlobalTable[Limit]) -> str:
+        return tick.symbol
+
+    async with TestApp({"both": both}) as app:
+        assert app.app is not None
+        tables = {p: plan.name for p, plan in app.app.plan.tables["both"]}
+        assert tables == {"both.a": "both-in-1", "both.b": "both-in-2"}
+        assert isinstance(app.app.state.find("b"), GlobalTable)
+
+
+async def test_a_typo_in_a_table_binding_is_found() -> None:
+    def alerts(tick: Tick, limits: Table[Limit]) -> str:
+        return tick.symbol
+
+    props = {"stream": {"bindings": {"alert-in-1": {"destination": "limits"}}}}
+    with pytest.raises(ConfigError) as caught:
+        async with TestApp({"alerts": alerts}, properties=props):
+            pass
+    assert "alerts-in-1" in str(caught.value)
+
+
+def test_signatures_that_cannot_keep_state_are_refused() -> None:
+    def first(counts: Store[Count], tick: Tick) -> str:
+        return ""
+
+    def batch(ticks: list[Tick], counts: Store[Count]) -> str:
+        return ""
+
+    with pytest.raises(TypeError, match="must come after the input"):
+        inspect_function("first", first)
+    with pytest.raises(TypeError, match="one message at a time"):
+        inspect_function("batch", batch)
+
+
+def test_a_store_is_written_only_while_its_function_runs() -> None:
+    store: Store[int] = Store("f.s", int)
+    with pytest.raises(RuntimeError, match="while it processes a message"):
+        store["k"] = 1
+    assert store.get("k") is None
