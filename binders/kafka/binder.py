@@ -261,8 +261,7 @@ class KafkaBinder:
         await consumer.start()
         try:
             if partitions is None:
-                found = await consumer.partitions_for_topic(name) or set()
-                partitions = sorted(found)
+                partitions = range(await self.provisioner.partitions(name) or 0)
             tps = [TopicPartition(name, p) for p in partitions]
             if not tps:
                 yield None
