@@ -418,7 +418,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 
         make_plan(config, import_app(args.module), registry.converters)
     else:
-        config = _load(args, registry)
+        try:
+            config = _load(args, registry)
+        except ConfigError as exc:
+            if exc.config is None:
+                raise
+            seen = [p.path for p in exc.problems]
+            more = [
+                p
+                for p in configured_problems(exc.config, registry.converters)
+                if not any(p.path == s or p.path.startswith(f"{s}.") for s in seen)
+            ]
+            raise ConfigError([*exc.problems, *more], config=exc.config) from None
     found = configured_problems(config, registry.converters)
     if found:
         raise ConfigError(found, config=config)
