@@ -474,6 +474,18 @@ class BindingProperties(Props):
         description="A function of the app that receives each message whose retries ran out "
         "(a FailedMessage), instead of the dead-letter queue.",
     )
+    cloudevents: Literal["binary", "structured"] | None = Field(
+        None,
+        description="Messages are CloudEvents: attributes in headers (binary) or the whole "
+        "event as application/cloudevents+json (structured); absent = plain messages.",
+    )
+    cloudevents_source: str | None = Field(
+        None,
+        description="CloudEvents source of what this binding sends; default: /<app>/<binding>.",
+    )
+    cloudevents_type: str | None = Field(
+        None, description="CloudEvents type of what this binding sends; default: <app>.<binding>."
+    )
     consumer: ConsumerProperties = Field(default_factory=ConsumerProperties)
     producer: ProducerProperties = Field(default_factory=ProducerProperties)
 
