@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--group", help="consume as this group (default: anonymous, sees all)")
     tail.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     _config_options(tail)
+
+    from binder_core.dlq.command import add_parser as add_dlq
+
+    add_dlq(sub, _config_options)
     return parser
 
 
@@ -907,8 +911,16 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """``binder dlq``: dead letters listed, shown, replayed, purged (``binder_core.dlq``)."""
+    from binder_core.dlq.command import run
+
+    return run(args)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "dlq": cmd_dlq,
     "config": cmd_config,
     "bindings": cmd_bindings,
     "plugins": cmd_plugins,

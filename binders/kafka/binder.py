@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binder_core.spi import Capability, ConsumerSpec, Health, ProducerSpec
 from binders.kafka.clients import ClientConfig, throttle_client_logs
@@ -23,6 +23,9 @@ from binders.kafka.settings import (
     KafkaEnvironment,
     KafkaProducerProperties,
 )
+
+if TYPE_CHECKING:
+    from binders.kafka.deadletters import KafkaDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +247,12 @@ class KafkaBinder:
         if ext.enable_dlq and spec.group:
             await subscription.dead_letters.provision()
         return subscription
+
+    def dead_letters(self) -> KafkaDeadLetters:
+        """Dead-letter access for ``binder dlq`` (``binder_core.dlq``)."""
+        from binders.kafka.deadletters import KafkaDeadLetters
+
+        return KafkaDeadLetters(self)
 
     async def health(self) -> Health:
         servers = ",".join(self.environment.servers())
