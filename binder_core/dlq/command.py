@@ -209,9 +209,10 @@ async def _local(args: argparse.Namespace, selection: operations.Selection) -> i
         queue = await _open(found, _resolve(args.queue, known))
         try:
             if args.dlq_command == "show":
+                size = await queue.size()  # first: letters being read may not count
                 letters = await operations.select(queue, selection, args.limit)
                 shown = [view.describe(x, args.payload_bytes, args.traces) for x in letters]
-                return _print_letters(args, queue.name, await queue.size(), shown)
+                return _print_letters(args, queue.name, size, shown)
             if args.dlq_command == "replay":
                 summary = await _replay(args, queue, selection)
                 return _print_summary(args, summary)

@@ -114,11 +114,12 @@ class DeadLetterRoutes:
         except NoDeadLetterQueue as exc:
             return web.json_response({"error": str(exc)}, status=404)
         try:
+            size = await queue.size()  # first: letters being read may not count
             found = await operations.select(queue, selection, limit)
             return web.json_response(
                 {
                     "queue": queue.name,
-                    "count": await queue.size(),
+                    "count": size,
                     "letters": [view.describe(x, payload, traces) for x in found],
                 }
             )

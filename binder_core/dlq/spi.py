@@ -56,7 +56,9 @@ class DeadLetterQueue(Protocol):
     name: str
 
     async def size(self) -> int | None:
-        """Letters waiting now (``None`` when the broker cannot tell without reading)."""
+        """Letters waiting now (``None`` when the broker cannot tell without reading).
+        Letters this reader holds may not be counted (RabbitMQ counts ready messages):
+        ask before reading."""
 
     async def read(self, limit: int) -> Sequence[DeadLetter]:
         """The next letters, at most ``limit``; empty once every letter there at opening

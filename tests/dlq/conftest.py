@@ -17,7 +17,10 @@ from binder_core.kit import bind_consumer, bind_producer
 from binder_core.message import Message
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.spi import Binder, ConsumerSpec, Outcome, ProducerSpec
-from tests.support import eventually
+from tests.support import (
+    apps,  # noqa: F401  (the apps fixture)
+    eventually,
+)
 
 BROKERS = ("memory", "kafka", "rabbit", "redis")
 
