@@ -144,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser(
         "config",
         help="print the effective configuration and its sources",
-        description="Print every effective key, its value (secrets masked) and where it came from.",
+        description="Print every effective key, its value (secrets masked) and where it came "
+        "from; a default that differs from Spring's says Spring's. Exit 2 when binder run "
+        "would refuse the configuration; with APP_MODULE its functions' bindings are "
+        "checked too.",
     )
+    cfg.add_argument("module", nargs="?", metavar="APP_MODULE")
     _config_options(cfg)
 
     bindings = sub.add_parser(
@@ -228,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--group", help="consume as this group (default: anonymous, sees all)")
     tail.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     _config_options(tail)
+
+    from binder_core.dlq.command import add_parser as add_dlq
+
+    add_dlq(sub, _config_options)
     return parser
 
 
@@ -390,18 +398,72 @@ def _flatten(value: Any, prefix: tuple[str, ...], out: list[tuple[tuple[str, ...
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """``binder config``: every effective key with its value and source."""
+    """``binder config``: every effective key with its value and source.
+
+    The source is where the value was really set: a file and line, an environment
+    variable, a ``--set`` option, Spring Boot's ``spring.*`` properties or the type-wide
+    ``stream.<type>.binder`` section a binder's environment was laid from; a placeholder
+    says which one it was. A default that deliberately differs from Spring's says so. Exit
+    status 2 for a configuration ``binder run`` would refuse (with APP_MODULE, the
+    functions and bindings it would bind are checked too)."""
     import json
 
+    from binder_core.plan import configured_problems
     from binder_core.properties import canonical
     from binder_core.secrets import mask
 
     registry = _registry()
-    config = _load(args, registry)
+    if args.module:
+        try:
+            config = _load(args, registry)
+        except ConfigError as exc:
+            raise _with_plan(exc, args.module, registry) from None
+        from binder_core.plan import make_plan
+
+        make_plan(config, import_app(args.module), registry.converters)
+    else:
+        try:
+            config = _load(args, registry)
+        except ConfigError as exc:
+            if exc.config is None:
+                raise
+            seen = [p.path for p in exc.problems]
+            more = [
+                p
+                for p in configured_problems(exc.config, registry.converters)
+                if not any(p.path == s or p.path.startswith(f"{s}.") for s in seen)
+            ]
+            raise ConfigError([*exc.problems, *more], config=exc.config) from None
+    found = configured_problems(config, registry.converters)
+    if found:
+        raise ConfigError(found, config=config)
     layered = config.layered
     raw_stream = next((v for k, v in layered.tree.items() if canonical(k) == "stream"), None)
-    configured = {canonical(k) for k in raw_stream} if isinstance(raw_stream, dict) else set()
+    configured = set(config.configured_types)
     stream: dict[str, Any] = config.stream.model_dump(by_alias=True, mode="json")
+    origins: dict[tuple[str, ...], tuple[str, ...]] = {}
+    differences = _differences(config.stream, ("stream",))
+    # A binding's effective properties: stream.default under its own.
+    for name in list(stream["bindings"]):
+        effective = config.binding(name)
+        stream["bindings"][name] = effective.model_dump(by_alias=True, mode="json")
+        base: tuple[str, ...] = ("stream", "bindings", name)
+        for leaf in _leaves(stream["bindings"][name], ()):
+            if layered.exact_source((*base, *leaf)) is None:
+                origins[_key_of((*base, *leaf))] = ("stream", "default", *leaf)
+    chosen, _ = config.default_choice()
+    notes: dict[tuple[str, ...], str] = {}
+    if config.stream.default_binder is None:
+        stream["default-binder"] = chosen
+        why = (
+            "the one binder declared"
+            if chosen
+            in {n for n in config.stream.binders if layered.exact_source(["stream", "binders", n])}
+            else f"the one broker binder configured (stream.{chosen} or Spring Boot's properties)"
+            if chosen in configured
+            else "no broker binder configured"
+        )
+        notes[("stream", "default-binder")] = f"default: {why}"
     for name in list(stream["binders"]):
         # Every installed type is usable as a binder of its name; list only those in use.
         if layered.exact_source(["stream", "binders", name]) is None and (
@@ -409,28 +471,97 @@ def cmd_config(args: argparse.Namespace) -> int:
         ):
             del stream["binders"][name]
         elif name in config.environments:
-            env = config.environments[name].model_dump(by_alias=True, mode="json")
-            stream["binders"][name]["environment"] = env
+            env = config.environments[name]
+            stream["binders"][name]["environment"] = env.model_dump(by_alias=True, mode="json")
+            base = ("stream", "binders", str(name), "environment")
+            for leaf, origin in config.env_origins.get(name, {}).items():
+                origins[_key_of((*base, *leaf))] = origin
+            differences.update(_differences(env, base))
     for type_name, section in config.sections.items():
-        if canonical(type_name) in configured:
-            stream[type_name] = {
-                "binder": section.binder.model_dump(by_alias=True, mode="json"),
-                "bindings": {
-                    k: v.model_dump(by_alias=True, mode="json") for k, v in section.bindings.items()
-                },
-            }
+        if type_name not in configured:
+            continue
+        bindings: dict[str, Any] = {}
+        for binding in section.bindings:
+            ext = config.extension(type_name, binding)
+            if ext is None:
+                continue
+            bindings[binding] = ext.model_dump(by_alias=True, mode="json")
+            differences.update(_differences(ext, ("stream", type_name, "bindings", binding)))
+        stream[type_name] = {"bindings": bindings}
     _spell_names(stream, raw_stream, ["bindings", "binders"], list(config.sections))
     tree = {"stream": stream, **{k: v for k, v in layered.tree.items() if k != "stream"}}
     rows: list[tuple[tuple[str, ...], Any]] = []
     _flatten(mask(tree), (), rows)
-    print(f"# profiles: {', '.join(layered.profiles) or '(none)'}")
-    print(f"# files: {', '.join(str(f) for f in layered.files) or '(none)'}")
+    out = sys.stdout
+    out.write(f"# profiles: {', '.join(layered.profiles) or '(none)'}\n")
+    out.write(f"# files: {', '.join(str(f) for f in layered.files) or '(none)'}\n")
     width = max((len(".".join(p)) for p, _ in rows), default=0)
     for path, value in rows:
         shown = value if isinstance(value, str) else json.dumps(value)
-        source = layered.exact_source(path) or "default"
-        print(f"{'.'.join(path).ljust(width)} = {shown:<24} # {source}")
+        source = _source(layered, origins, path)
+        if source is None:
+            source = notes.get(path, "default")
+            differs = differences.get(path)
+            if differs is not None:
+                source += f" (Spring: {json.dumps(differs)})"
+        out.write(f"{'.'.join(path).ljust(width)} = {shown:<24} # {source}\n")
     return EXIT_OK
+
+
+def _source(
+    layered: Any, origins: dict[tuple[str, ...], tuple[str, ...]], path: tuple[str, ...]
+) -> str | None:
+    """Where the value at ``path`` was set, or None for a default: a binder's environment
+    was laid from other keys (Spring Boot's, ``stream.<type>.binder``), each noted where
+    it was written; a placeholder is named with what it resolved."""
+    key = _key_of(path)
+    written: tuple[str, ...] = path
+    for n in range(len(key), 0, -1):
+        found = origins.get(key[:n])
+        if found is not None:
+            written = (*found, *key[n:])
+            break
+    source = layered.exact_source(written)
+    if source is None:
+        return None
+    placeholder = layered.placeholders.get(_key_of(written))
+    return f"{source} ({placeholder})" if placeholder else str(source)
+
+
+def _leaves(tree: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    if isinstance(tree, dict) and tree:
+        return [leaf for k, v in tree.items() for leaf in _leaves(v, (*prefix, str(k)))]
+    return [prefix]
+
+
+def _key_of(path: Sequence[str]) -> tuple[str, ...]:
+    from binder_core.config_sources import key_of
+
+    return key_of(path)
+
+
+def _differences(model: Any, prefix: tuple[str, ...]) -> dict[tuple[str, ...], Any]:
+    """Key paths in ``model`` (and the models inside it) left at a default that differs
+    from Spring's on purpose -> Spring's value."""
+    from pydantic import BaseModel
+
+    out: dict[tuple[str, ...], Any] = {}
+    if not isinstance(model, BaseModel):
+        return out
+    table = getattr(type(model), "spring_defaults", {}) or {}
+    fields_set = model.model_fields_set
+    for name, info in type(model).model_fields.items():
+        key = info.serialization_alias or name.replace("_", "-")
+        value = getattr(model, name, None)
+        if key in table and name not in fields_set:
+            out[(*prefix, key)] = table[key].value
+        if isinstance(value, BaseModel):
+            out.update(_differences(value, (*prefix, key)))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, BaseModel):
+                    out.update(_differences(v, (*prefix, key, str(k))))
+    return out
 
 
 def _spell_names(
@@ -780,8 +911,16 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """``binder dlq``: dead letters listed, shown, replayed, purged (``binder_core.dlq``)."""
+    from binder_core.dlq.command import run
+
+    return run(args)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "dlq": cmd_dlq,
     "config": cmd_config,
     "bindings": cmd_bindings,
     "plugins": cmd_plugins,

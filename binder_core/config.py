@@ -293,31 +293,44 @@ def _choose_providers(
 
 
 def _valid_parts(raw: Mapping[str, Any]) -> StreamProperties:
-    """The sections of an invalid ``stream`` tree that are valid on their own, so that the
-    checks which depend on them (binder types, environments, planning) still report their
-    problems."""
-    good: dict[str, Any] = {}
-    for key, value in raw.items():
+    """What of an invalid ``stream`` tree is valid: each bad value is left out (at its
+    default), so that the checks which depend on the rest (binder types, environments,
+    planning: an unknown function, a content type no converter reads) still report their
+    problems in the same round."""
+    data: Any = _copy(dict(raw))
+    for _ in range(_PRUNE_ROUNDS):
         try:
-            StreamProperties.model_validate({key: value})
-        except ValidationError:
-            if loose(str(key)) in ("bindings", "binders") and isinstance(value, dict):
-                # Keep the entries that are valid, so their names are still checked.
-                good[key] = {k: v for k, v in value.items() if _valid({key: {k: v}})}
-            continue
-        good[key] = value
-    try:
-        return StreamProperties.model_validate(good)
-    except ValidationError:  # valid alone, invalid together (instance-index-list ...)
-        return StreamProperties()
+            return StreamProperties.model_validate(data)
+        except ValidationError as exc:
+            locs = [tuple(e["loc"]) for e in exc.errors(include_url=False)]
+        if not any(_drop(data, loc) for loc in sorted(locs, key=len, reverse=True)):
+            break
+    return StreamProperties()
 
 
-def _valid(raw: Mapping[str, Any]) -> bool:
-    try:
-        StreamProperties.model_validate(raw)
-    except ValidationError:
+#: How many times a bad value is left out before giving up on the rest.
+_PRUNE_ROUNDS = 8
+
+
+def _drop(tree: Any, loc: tuple[Any, ...]) -> bool:
+    """Remove the value at ``loc`` (or, for a problem of a whole mapping, that mapping)."""
+    if not loc:
         return False
+    node = tree
+    for part in loc[:-1]:
+        if not _holds(node, part):
+            return _drop(tree, loc[:-1])
+        node = node[part]
+    if not _holds(node, loc[-1]):
+        return _drop(tree, loc[:-1])
+    del node[loc[-1]]
     return True
+
+
+def _holds(node: Any, key: Any) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
 
 
 def _section(tree: Mapping[str, Any], name: str) -> Any:

@@ -7,6 +7,7 @@
   ``{"state": "STOPPED" | "STARTED" | "PAUSED" | "RESUMED"}`` (Spring's actuator words).
 - ``GET /metrics``: Prometheus text (``metrics.py``).
 - ``GET /ops/``: the operations page, live in a browser (``ops_page.py``).
+- ``/dead-letters``: list, show, replay and purge dead letters (``dlq/endpoint.py``).
 
 Off unless a port is configured. It listens on 127.0.0.1 unless told otherwise; on any
 other address a bearer token is required (from ``token``, ``token-file`` or the
@@ -179,6 +180,9 @@ class Management:
                 web.get("/metrics", self._metrics),
             ]
         )
+        from binder_core.dlq.endpoint import DeadLetterRoutes
+
+        app.add_routes(DeadLetterRoutes(self._app.plan, self._app.binders).routes())
         self.ops = OpsPage(self._app, self.describe, self.sampler, self._token)
         app.add_routes(self.ops.routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -195,16 +195,30 @@ def make_plan(
             pollable[name] = plan_binding(config, name, "in", "", force_binder)
 
     bridge: dict[str, BindingPlan] = {}
+    declared = {canonical(f"{fn}-out-0") for fn in config.stream.output_bindings}
     for name in config.stream.bindings:
         if name in used:
             continue
-        near = _typo_of(name, used)
+        near = None if canonical(name) in declared else _typo_of(name, used)
+        path = ("stream", "bindings", name)
         if near is not None:
-            path = ("stream", "bindings", name)
             problems.append(
                 Problem(
                     ".".join(path),
                     f"no function has binding '{name}' (did you mean '{near}'?)",
+                    layered.source_of(path),
+                )
+            )
+            continue
+        spring = _SPRING_NAME.match(name)
+        if spring is not None and spring["dir"] == "in":
+            # StreamBridge only sends: an input binding no function has would be made an
+            # output, silently; it is a function missing from the definition.
+            problems.append(
+                Problem(
+                    ".".join(path),
+                    f"no function in stream.function.definition has input binding '{name}': "
+                    f"add {spring['fn']} to the definition, or remove the binding",
                     layered.source_of(path),
                 )
             )
@@ -240,17 +254,19 @@ def make_plan(
 
 def _typo_of(name: str, used: set[str]) -> str | None:
     """The binding of a function ``name`` was probably meant for, or None: a configured
-    binding no function uses is otherwise a StreamBridge output. Only a name of the same
-    direction and index is suggested (``orders-out-0`` is no typo of ``on-order-in-0``)."""
+    binding no function uses is otherwise a StreamBridge output. Only a binding of the
+    same direction and index whose function name is close is suggested (``orders-out-0``
+    is no typo of ``on-order-in-0``, nor ``notices-out-0`` of ``slow-out-0``)."""
     mine = _SPRING_NAME.match(name)
     if mine is None:
         return closest(name, sorted(used))
-    same = []
+    same: dict[str, str] = {}
     for other in used:
         theirs = _SPRING_NAME.match(other)
         if theirs is not None and (theirs["dir"], theirs["index"]) == (mine["dir"], mine["index"]):
-            same.append(other)
-    return closest(name, sorted(same))
+            same[theirs["fn"]] = other
+    near = closest(mine["fn"], sorted(same))
+    return same[near] if near is not None else None
 
 
 def with_plan_problems(

@@ -86,6 +86,15 @@ class SpringOnly:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class SpringDefault:
+    """Where one of our defaults deliberately differs from Spring's: Spring's value, and
+    why ours is different (``binder config`` marks such a value; the guide lists them)."""
+
+    value: Any
+    why: str
+
+
 #: In ``SpringOnly.accepts``: every value means what we do anyway (a setting that only
 #: matters with another one we refuse, or one we always behave as).
 ANY_VALUE: Any = type("AnyValue", (), {"__repr__": lambda self: "any value"})()
@@ -127,6 +136,8 @@ class Props(BaseModel):
 
     #: Spring property (kebab-case) -> why it is refused, and the values it may keep.
     spring_only: ClassVar[Mapping[str, SpringOnly]] = {}
+    #: Field (kebab-case) -> Spring's default, where ours deliberately differs.
+    spring_defaults: ClassVar[Mapping[str, SpringDefault]] = {}
     #: On a binder's environment model: Spring Boot's prefix for its connection
     #: properties (``rabbitmq`` for ``spring.rabbitmq.*``) and the model that reads them,
     #: whose ``environment()`` gives them as this model's keys (and where each came from).
@@ -462,6 +473,18 @@ class BindingProperties(Props):
         None,
         description="A function of the app that receives each message whose retries ran out "
         "(a FailedMessage), instead of the dead-letter queue.",
+    )
+    cloudevents: Literal["binary", "structured"] | None = Field(
+        None,
+        description="Messages are CloudEvents: attributes in headers (binary) or the whole "
+        "event as application/cloudevents+json (structured); absent = plain messages.",
+    )
+    cloudevents_source: str | None = Field(
+        None,
+        description="CloudEvents source of what this binding sends; default: /<app>/<binding>.",
+    )
+    cloudevents_type: str | None = Field(
+        None, description="CloudEvents type of what this binding sends; default: <app>.<binding>."
     )
     consumer: ConsumerProperties = Field(default_factory=ConsumerProperties)
     producer: ProducerProperties = Field(default_factory=ProducerProperties)

@@ -395,7 +395,7 @@ def _shown(value: Any) -> str:
 def value_problem(error: Mapping[str, Any], path: Sequence[str]) -> str:
     """The message for one pydantic error on a value: its text, and the value unless the
     key holds a secret."""
-    message = str(error["msg"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "missing":
         return "required key is missing"
     if not any(is_secret(str(p)) for p in path) and error["type"] != "model_type":

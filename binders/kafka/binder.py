@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binder_core.message import Message
 from binder_core.spi import Capability, ConsumerSpec, Health, ProducerSpec
@@ -26,6 +26,9 @@ from binders.kafka.settings import (
     KafkaProducerProperties,
     KafkaTopicProperties,
 )
+
+if TYPE_CHECKING:
+    from binders.kafka.deadletters import KafkaDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +309,12 @@ class KafkaBinder:
         if ext.enable_dlq and spec.group:
             await subscription.dead_letters.provision()
         return subscription
+
+    def dead_letters(self) -> KafkaDeadLetters:
+        """Dead-letter access for ``binder dlq`` (``binder_core.dlq``)."""
+        from binders.kafka.deadletters import KafkaDeadLetters
+
+        return KafkaDeadLetters(self)
 
     async def health(self) -> Health:
         servers = ",".join(self.environment.servers())

@@ -41,6 +41,17 @@ from binders.kafka.provisioning import Provisioner, describe
 from binders.kafka.settings import KafkaConsumerProperties, KafkaEnvironment
 
 
+def _assignors() -> tuple[Any, ...]:
+    """The assignor a consumer offers its group: range, the first of those Java's consumer
+    (and so Spring's) offers by default, so that a Spring instance and a Python one can
+    share a group (a group runs an assignor every member offers; aiokafka's default,
+    round-robin, is not among Java's). One only: aiokafka 0.14 sends a JoinGroup per
+    assignor offered, which keeps a group of several members rebalancing."""
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+    return (RangePartitionAssignor,)
+
+
 class KafkaHost(Protocol):
     """What a subscription needs of its binder."""
 
@@ -200,6 +211,7 @@ class KafkaSubscription:
         if self.transactional:
             base["isolation_level"] = "read_committed"
         kwargs = self.binder.clients.kwargs("consumer", base, self._client_config)
+        kwargs.setdefault("partition_assignment_strategy", _assignors())
         kwargs["group_id"] = self.group
         kwargs["enable_auto_commit"] = False
         return kwargs

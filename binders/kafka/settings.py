@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from binder_core.properties import Millis, ModelProblem, Props, SpringOnly
+from binder_core.properties import Millis, ModelProblem, Props, SpringDefault, SpringOnly
 
 #: Where Spring's Kafka binder dead-letters by default: ``error.<destination>.<group>``.
 DLQ_PREFIX = "error."
@@ -61,6 +61,14 @@ def _map_problems(raw: Mapping[str, Any], role: str) -> list[ModelProblem]:
 
 class KafkaProducerProperties(Props):
     """``stream.kafka.bindings.<name>.producer``."""
+
+    spring_defaults: ClassVar[Mapping[str, SpringDefault]] = {
+        "close-timeout": SpringDefault(
+            30,
+            "a stopping app gives up on unconfirmed records sooner; nothing confirmed is "
+            "lost, what was not confirmed is sent again from its input",
+        ),
+    }
 
     spring_only: ClassVar[Mapping[str, SpringOnly]] = {
         "message-key-expression": SpringOnly(
@@ -135,6 +143,14 @@ class KafkaProducerProperties(Props):
 
 class KafkaConsumerProperties(Props):
     """``stream.kafka.bindings.<name>.consumer``."""
+
+    spring_defaults: ClassVar[Mapping[str, SpringDefault]] = {
+        "enable-dlq": SpringDefault(
+            False,
+            "a named group's failed records go to error.<destination>.<group>, so none is "
+            "skipped silently",
+        ),
+    }
 
     spring_only: ClassVar[Mapping[str, SpringOnly]] = {
         "ack-mode": SpringOnly(

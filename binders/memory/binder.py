@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binder_core.deadletter import ORIGINAL_GROUP, ORIGINAL_TOPIC, exception_headers
 from binder_core.errors import ProducerClosedError
@@ -19,6 +19,9 @@ from binder_core.spi import (
 )
 from binders.memory.broker import Broker, Destination, GroupQueue
 from binders.memory.settings import MemoryConsumerProperties, MemoryEnvironment
+
+if TYPE_CHECKING:
+    from binders.memory.deadletters import MemoryDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +241,12 @@ class MemoryBinder:
 
     async def provision_consumer(self, spec: ConsumerSpec) -> MemorySubscription:
         return MemorySubscription(self, spec)
+
+    def dead_letters(self) -> MemoryDeadLetters:
+        """Dead-letter access for ``binder dlq`` (through the app's management endpoint)."""
+        from binders.memory.deadletters import MemoryDeadLetters
+
+        return MemoryDeadLetters(self)
 
     async def health(self) -> Health:
         return Health(True, "in process")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from binder_core.spi import Capability, ConsumerSpec, Health, ProducerSpec
 from binders.rabbit.connection import Connection
@@ -23,6 +24,9 @@ from binders.rabbit.settings import (
     RabbitEnvironment,
     RabbitProducerProperties,
 )
+
+if TYPE_CHECKING:
+    from binders.rabbit.deadletters import RabbitDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,12 @@ class RabbitBinder:
             dead_letters,
             self.environment.shutdown_timeout / 1000,
         )
+
+    def dead_letters(self) -> RabbitDeadLetters:
+        """Dead-letter access for ``binder dlq`` (``binder_core.dlq``)."""
+        from binders.rabbit.deadletters import RabbitDeadLetters
+
+        return RabbitDeadLetters(self)
 
     async def health(self) -> Health:
         connections = [self.connection, self._publisher_connection]

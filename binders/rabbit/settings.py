@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from binder_core.properties import ANY_VALUE, Millis, Props, SpringOnly, duration_ms
+from binder_core.properties import (
+    ANY_VALUE,
+    Millis,
+    Props,
+    SpringDefault,
+    SpringOnly,
+    duration_ms,
+)
 
 ExchangeType = Literal["topic", "direct", "fanout", "headers"]
 DeliveryMode = Literal["PERSISTENT", "NON_PERSISTENT"]
@@ -166,6 +173,14 @@ class RabbitCommonProperties(Props):
     redeclare a queue with other arguments).
     """
 
+    spring_defaults: ClassVar[Mapping[str, SpringDefault]] = {
+        "auto-bind-dlq": SpringDefault(
+            False,
+            "a group's failed messages go to its dead-letter queue, so none is dropped "
+            "silently (set false to share a queue a Spring app declared without one)",
+        ),
+    }
+
     exchange_type: ExchangeType = Field("topic", description="Type of the destination exchange.")
     declare_mode: Literal["adopt", "strict"] = Field(
         "adopt",
@@ -250,6 +265,15 @@ _COMMON_SPRING_ONLY: dict[str, SpringOnly] = {
 
 class RabbitConsumerProperties(RabbitCommonProperties):
     """``stream.rabbit.bindings.<name>.consumer``."""
+
+    spring_defaults: ClassVar[Mapping[str, SpringDefault]] = {
+        **RabbitCommonProperties.spring_defaults,
+        "prefetch": SpringDefault(
+            1,
+            "a window of one message allows no batches; 250 lets the consumer take and "
+            "acknowledge them in batches, many times faster",
+        ),
+    }
 
     spring_only: ClassVar[Mapping[str, SpringOnly]] = {
         **_COMMON_SPRING_ONLY,

@@ -191,6 +191,34 @@ async def test_groups_compete_and_broadcast(binder: KafkaBinder, kit: Kit) -> No
     assert sorted(c.payloads) == sorted(a.payloads + b.payloads)
 
 
+async def test_a_group_member_with_javas_default_assignors_joins(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    """Java's consumer (Spring's) offers the range and cooperative-sticky assignors by
+    default; a group needs one assignor every member offers, so ours must offer range."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+    topic, group = kit.name("mixed"), kit.name("mixed-group")
+    await kit.create(topic, 2)
+    ours = Collector()
+    await binder.consumer(consumer_spec(topic, group, "ours"), ours)
+    java_like = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kit.bootstrap,
+        group_id=group,
+        partition_assignment_strategy=(RangePartitionAssignor,),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    try:
+        await java_like.start()
+        await eventually(lambda: java_like.assignment(), what="the Java-like member's partitions")
+        assert len(java_like.assignment()) == 1, "the two members share the two partitions"
+    finally:
+        await java_like.stop()
+
+
 async def test_order_per_key_with_concurrency(binder: KafkaBinder, kit: Kit) -> None:
     """concurrency 3 processes partitions in parallel; within a key, order holds."""
     topic = kit.name("order")

@@ -15,6 +15,8 @@ commands (``consumer.py``, ``producer.py``) over one client (``client.py``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from binder_core.spi import Capability, ConsumerSpec, Health, ProducerSpec
 from binder_redis.client import RedisClient
 from binder_redis.consumer import RedisSubscription
@@ -24,6 +26,9 @@ from binder_redis.settings import (
     RedisEnvironment,
     RedisProducerProperties,
 )
+
+if TYPE_CHECKING:
+    from binder_redis.deadletters import RedisDeadLetters
 
 #: XGROUP CREATE start id of groups a producer's required-groups creates: the beginning,
 #: so even what was sent before the producer bound is kept for them.
@@ -73,6 +78,12 @@ class RedisBinder:
         subscription = RedisSubscription(self.client, spec, ext)
         await subscription.provision()
         return subscription
+
+    def dead_letters(self) -> RedisDeadLetters:
+        """Dead-letter access for ``binder dlq`` (the core's dead-letter SPI)."""
+        from binder_redis.deadletters import RedisDeadLetters
+
+        return RedisDeadLetters(self)
 
     async def health(self) -> Health:
         if self.client.up:
