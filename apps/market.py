@@ -1,6 +1,7 @@
 """The market pipeline: a ticker publishes price ticks, ``price_alerts`` watches each
-symbol for a slump, ``notify`` prints the alerts, and ``audit`` (a second consumer group on
-the same ticks) keeps a tally, added without touching the publisher.
+symbol for a slump (its references in a store, per-symbol thresholds from a table),
+``notify`` prints the alerts, and ``audit`` (a second consumer group on the same ticks)
+keeps a tally, added without touching the publisher.
 
 Run it with ``binder run apps.market`` (memory binder) or ``--profile kafka`` / ``rabbit``.
 """
@@ -12,7 +13,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from binder_core import app_settings
+from binder_core import GlobalTable, Store, app_settings
 
 
 class Tick(BaseModel):
@@ -71,39 +72,43 @@ def ticker() -> Tick:
     return Tick(symbol=symbol, price=_prices[symbol], time=time.time())
 
 
-class SlumpDetector:
-    """Per-symbol state: the reference is the highest price since the last alert, so a
-    slump is measured from the peak and each slump is reported once."""
+class Reference(BaseModel):
+    """A symbol's reference price: the highest since its last alert."""
 
-    def __init__(self, slump_percent: float) -> None:
-        self.slump_percent = slump_percent
-        self.reference: dict[str, float] = {}
-
-    def __call__(self, tick: Tick) -> Alert | None:
-        reference = self.reference.get(tick.symbol)
-        if reference is None or tick.price > reference:
-            self.reference[tick.symbol] = tick.price
-            return None
-        drop = (reference - tick.price) / reference * 100.0
-        if drop <= self.slump_percent:
-            return None
-        self.reference[tick.symbol] = tick.price
-        return Alert(
-            symbol=tick.symbol,
-            reference=reference,
-            price=tick.price,
-            drop_percent=round(drop, 2),
-            time=tick.time,
-        )
+    price: float
 
 
-_detector = SlumpDetector(_alerts.slump_percent)
+class Threshold(BaseModel):
+    """A symbol's own slump threshold: a record keyed by the symbol on ``slump-thresholds``
+    (``binder send slump-thresholds --key ACME '{"slump_percent": 2}'``)."""
+
+    slump_percent: float = Field(gt=0, lt=100)
 
 
-def price_alerts(tick: Tick) -> Alert | None:
-    """Emit an alert when a price slumps more than ``market.alerts.slump-percent`` against
-    its reference; returning None sends nothing."""
-    return _detector(tick)
+def price_alerts(
+    tick: Tick, references: Store[Reference], thresholds: GlobalTable[Threshold]
+) -> Alert | None:
+    """Emit an alert when a price slumps more than its symbol's threshold (or
+    ``market.alerts.slump-percent``) below its reference, the highest price since the last
+    alert; returning None sends nothing. The references are kept in a store: on Kafka they
+    survive a restart and follow a partition to another instance."""
+    reference = references.get(tick.symbol)
+    if reference is None or tick.price > reference.price:
+        references[tick.symbol] = Reference(price=tick.price)
+        return None
+    own = thresholds.get(tick.symbol)
+    slump = own.slump_percent if own is not None else _alerts.slump_percent
+    drop = (reference.price - tick.price) / reference.price * 100.0
+    if drop <= slump:
+        return None
+    references[tick.symbol] = Reference(price=tick.price)
+    return Alert(
+        symbol=tick.symbol,
+        reference=reference.price,
+        price=tick.price,
+        drop_percent=round(drop, 2),
+        time=tick.time,
+    )
 
 
 def notify(alert: Alert) -> None:

@@ -3,7 +3,8 @@
 The common case needs no import of this package at all: a plain function plus YAML is an
 app. What is exported here is for the less common cases: reading payload and headers
 together (`Message`), sending from arbitrary code (`StreamBridge`), and reading the app's
-own settings from the same configuration sources (`app_settings`).
+own settings from the same configuration sources (`app_settings`), and keeping state
+(`Store`, `Table`, `GlobalTable`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ if TYPE_CHECKING:
     from binder_core.bridge import StreamBridge
     from binder_core.failures import FailedMessage
     from binder_core.polling import PolledSource
+    from binder_core.state import GlobalTable, Store, Table
 
-__all__ = ["FailedMessage", "Message", "StreamBridge", "app_settings", "pollable"]
+__all__ = [
+    "FailedMessage",
+    "GlobalTable",
+    "Message",
+    "Store",
+    "StreamBridge",
+    "Table",
+    "app_settings",
+    "pollable",
+]
 __version__ = "0.1.0"
 
 
@@ -32,6 +43,10 @@ def __getattr__(name: str) -> Any:
         from binder_core.app_config import app_settings
 
         return app_settings
+    if name in ("Store", "Table", "GlobalTable"):
+        from binder_core import state
+
+        return getattr(state, name)
     if name == "FailedMessage":
         from binder_core.failures import FailedMessage
 

@@ -182,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
         control.add_argument("name", metavar="NAME", help="the binding, e.g. uppercase-in-0")
         _remote_options(control, required=True)
 
+    state = sub.add_parser(
+        "state",
+        help="the stores and tables of a running app",
+        description="Read the state a running app keeps (its management endpoint): "
+        "'state list' names every store and table; 'state get NAME' shows its entries, "
+        "'state get NAME KEY' one value (exit 1 when the key has none). NAME is "
+        "function.parameter, or the parameter alone when one function has it.",
+    )
+    state.add_argument("action", choices=["list", "get"])
+    state.add_argument("name", nargs="?", metavar="NAME", help="store or table (for get)")
+    state.add_argument("key", nargs="?", metavar="KEY", help="one key (for get)")
+    state.add_argument(
+        "--limit", type=int, default=100, help="entries shown by 'get NAME' (default 100)"
+    )
+    _remote_options(state, required=True)
+
     plugins = sub.add_parser(
         "plugins",
         help="list installed binder types and converters",
@@ -206,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--binder", metavar="NAME", help="binder instance or type (default: default-binder)"
     )
     send.add_argument("--header", action="append", default=[], metavar="K=V")
+    send.add_argument(
+        "--key",
+        metavar="KEY",
+        help="the message key (Kafka's record key: what tables and compaction go by); an "
+        "empty payload with a key removes it from a table",
+    )
     send.add_argument(
         "--content-type",
         metavar="TYPE",
@@ -683,6 +705,56 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if status == 200 else EXIT_FAILURE
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    """``binder state list|get --url``: the stores and tables of a running app."""
+    import urllib.parse
+
+    from binder_core.remote import RemoteError, call
+
+    if args.action == "list":
+        _, answer = call(args.url, "/state", args.token_env)
+        if args.json:
+            print(json.dumps(answer, indent=2))
+            return EXIT_OK
+        rows = [["NAME", "KIND", "KEYS", "DETAIL"]]
+        for entry in answer:
+            detail = entry.get("changelog", "")
+            restore = entry.get("lastRestore")
+            if restore:
+                detail += (
+                    f" (restored {restore['records']} in {restore['seconds']} s, "
+                    f"{restore['recordsPerSecond']}/s)"
+                )
+            if entry.get("kind") == "store" and not entry.get("durable"):
+                detail = "in this process only"
+            rows.append([entry["name"], entry["kind"], str(entry["keys"]), detail])
+        _table(rows)
+        return EXIT_OK
+    if not args.name:
+        raise RemoteError("binder state get needs NAME (see binder state list)")
+    name = urllib.parse.quote(args.name, safe="")
+    if args.key is None:
+        _, answer = call(args.url, f"/state/{name}?limit={max(0, args.limit)}", args.token_env)
+        if args.json:
+            print(json.dumps(answer, indent=2))
+            return EXIT_OK
+        for key, value in answer.get("entries", {}).items():
+            print(f"{key}\t{json.dumps(value)}")
+        if answer.get("truncated"):
+            print(f"... {answer['keys']} keys in all (--limit to see more)", file=sys.stderr)
+        return EXIT_OK
+    key = urllib.parse.quote(args.key, safe="")
+    try:
+        _, answer = call(args.url, f"/state/{name}/{key}", args.token_env)
+    except RemoteError as exc:
+        if "has no value for key" in str(exc):
+            print(str(exc).split(": ", 1)[-1], file=sys.stderr)
+            return EXIT_FAILURE
+        raise
+    print(json.dumps(answer, indent=2) if args.json else json.dumps(answer.get("value")))
+    return EXIT_OK
+
+
 def cmd_control(args: argparse.Namespace) -> int:
     """``binder pause|resume|stop|start NAME --url``."""
     from binder_core.remote import call
@@ -818,7 +890,8 @@ def cmd_send(args: argparse.Namespace) -> int:
                 binder, ProducerSpec("cli-send", args.destination, props)
             )
             try:
-                await producer.send([Message(payload, headers)])
+                key = None if args.key is None else args.key.encode("utf-8")
+                await producer.send([Message(payload, headers, key)])
             finally:
                 await producer.close()
         finally:
@@ -927,6 +1000,7 @@ COMMANDS = {
     "send": cmd_send,
     "tail": cmd_tail,
     "health": cmd_health,
+    "state": cmd_state,
     "pause": cmd_control,
     "resume": cmd_control,
     "stop": cmd_control,

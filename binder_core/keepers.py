@@ -59,6 +59,11 @@ class StateKeeper:
         self._maybe_lost: set[int] = set()
         self.restores: list[Restore] = []
 
+    @property
+    def changelogs(self) -> dict[str, str]:
+        """Store name -> its changelog destination."""
+        return {name: destination for name, (_, destination) in self._changelogs.items()}
+
     async def revoked(self, partitions: set[int]) -> None:
         self._maybe_lost |= partitions
 

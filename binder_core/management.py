@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from binder_core.ops_page import OpsPage
+    from binder_core.stateful import AppState
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Managed(Protocol):
     binders: dict[str, Binder]
     bindings: dict[str, ConsumerBinding]
     outputs_by_name: dict[str, Output]
+    state: AppState
 
     def binder_of(self, binding: str) -> str:
         """The binder name of a binding."""
@@ -183,6 +185,9 @@ class Management:
         from binder_core.dlq.endpoint import DeadLetterRoutes
 
         app.add_routes(DeadLetterRoutes(self._app.plan, self._app.binders).routes())
+        from binder_core.state_endpoint import StateRoutes
+
+        app.add_routes(StateRoutes(self._app.state).routes())
         self.ops = OpsPage(self._app, self.describe, self.sampler, self._token)
         app.add_routes(self.ops.routes())
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

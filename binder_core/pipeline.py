@@ -57,8 +57,6 @@ class Work:
     shared: bool = False
     #: A function with several outputs: one lane per output binding.
     lanes: list[Lane] | None = None
-    #: Outboxes of the stores' changelogs (state changes of this batch).
-    changelogs: list[Outbox] | None = None
     #: Each store's changes made by this batch (applied once it is acknowledged).
     state: list[tuple[Store[Any], dict[str, Any]]] | None = None
 
@@ -212,13 +210,44 @@ class Pipeline:
         return outcomes
 
     async def _confirmed(self, work: Work) -> list[Outcome]:
-        if work.changelogs:
-            for box in work.changelogs:
-                results = await box.confirm()
-                refused = next((r for r in results if r is not None), None)
-                if refused is not None:
-                    # State that cannot be made durable: the batch is delivered again.
-                    raise DeliveryError(f"a store's changelog refused a change: {refused}")
+        outcomes = await self._outputs_confirmed(work)
+        if work.state:
+            await self._write_changelogs(work)
+        return outcomes
+
+    async def _write_changelogs(self, work: Work) -> None:
+        """The batch's state changes go to the stores' changelogs once its outputs are
+        confirmed: a changelog never holds a change whose outputs could still be lost (an
+        instance killed in between restores the state from before the batch, and the
+        batch, not committed, is processed again)."""
+        assert work.state is not None
+        boxes: list[Outbox] = []
+        for store, changes in work.state:
+            changelog = self._changelogs.get(store.name)
+            if changelog is None:
+                continue
+            box = changelog.outbox(work.transaction)
+            await box.add(
+                [
+                    Message(
+                        # No payload: a tombstone (compaction removes the key).
+                        None if value is None else store.encode(value),  # type: ignore[arg-type]
+                        {},
+                        key.encode("utf-8"),
+                        partition,
+                    )
+                    for partition, key, value in Store.changes(changes)
+                ]
+            )
+            boxes.append(box)
+        for box in boxes:
+            results = await box.confirm()
+            refused = next((r for r in results if r is not None), None)
+            if refused is not None:
+                # State that cannot be made durable: the batch is delivered again.
+                raise DeliveryError(f"a store's changelog refused a change: {refused}")
+
+    async def _outputs_confirmed(self, work: Work) -> list[Outcome]:
         if work.lanes:
             for lane in work.lanes:
                 await self._confirm_lane(work, lane)
@@ -347,7 +376,8 @@ class Pipeline:
     async def _each_stateful(self, batch: Batch, transaction: Any) -> Work:
         """A function that keeps state: a message's store changes are kept when it is
         processed and forgotten when an attempt fails; the batch's changes go to the
-        changelogs with its outputs and become the state once the batch is acknowledged."""
+        changelogs once its outputs are confirmed, and become the state once the batch is
+        acknowledged."""
         stores = self._stores
         layers = [store.begin() for store in stores]
         outcomes: list[Outcome] = []
@@ -387,26 +417,6 @@ class Pipeline:
             work.output = output
             if pending:
                 await work.outbox.add(pending)
-        boxes: list[Outbox] = []
-        for store, changes in work.state:
-            changelog = self._changelogs.get(store.name)
-            if changelog is None:
-                continue
-            box = changelog.outbox(transaction)
-            await box.add(
-                [
-                    Message(
-                        # No payload: a tombstone (compaction removes the key).
-                        None if value is None else store.encode(value),  # type: ignore[arg-type]
-                        {},
-                        key.encode("utf-8"),
-                        partition,
-                    )
-                    for partition, key, value in Store.changes(changes)
-                ]
-            )
-            boxes.append(box)
-        work.changelogs = boxes
         return work
 
     async def _feed_stream(self, value: Any) -> list[Any]:

@@ -309,6 +309,10 @@ class StateBinder(Binder, Protocol):
         """A compacted destination ``name`` with as many partitions as ``like``; messages
         sent to it carry a key and a partition, a ``None`` payload deletes the key."""
 
+    async def provision_table(self, name: str, like: str | None) -> int:
+        """Make sure destination ``name`` a table reads exists (created partitioned like
+        ``like``, or with one partition, when missing); its partition count."""
+
     async def partition_count(self, name: str) -> int | None:
         """How many partitions destination ``name`` has (None when it does not exist)."""
 

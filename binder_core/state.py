@@ -1,25 +1,25 @@
 """Keyed state for functions, kept durable by the binder, and tables read from a topic.
 
-A function declares what it keeps as a parameter typed ``Store[T]`` (any name after its
-input), and what it reads as ``Table[T]``::
+A function declares what it keeps as a parameter typed ``Store[T]`` (after its input), and
+what it reads as ``Table[T]`` or ``GlobalTable[T]``::
 
-    def price_alerts(tick: Tick, refs: Store[Reference], limits: Table[Limit]) -> Alert | None:
+    def price_alerts(tick: Tick, refs: Store[Reference], limits: GlobalTable[Limit]) -> ...:
         ref = refs.get(tick.symbol)
         ...
         refs[tick.symbol] = Reference(price=tick.price)
 
-A store is keyed by the message key (use the key the input is partitioned by, so a key's
-state lives with its partition). On a binder with the ``state`` capability (Kafka) each
-store is backed by a compacted changelog topic, ``<group>.<function>.<store>.changelog``,
-partitioned like the input: a batch's changes are written with its outputs and confirmed
-before its input is committed (in the same transaction when transactions are on), and the
-partitions a consumer is assigned are restored from the changelog before any of their
-input is processed; partitions it loses are dropped. On other binders a store lives in the
-process (lost on restart).
+Keys are the function's choice; choose what the input is partitioned by (the symbol
+here), so that a key's state lives with its partition. On a binder with the ``state``
+capability (Kafka) each store is backed by a compacted changelog topic,
+``<group>.<function>.<store>.changelog``, partitioned like the input. A batch's changes go
+to it once the batch's outputs are confirmed and before its input is committed (in the
+same transaction when transactions are on); the partitions a consumer is assigned are
+restored from it before any of their input is processed, and partitions it loses are
+dropped. On other binders a store lives in the process (lost when it stops).
 
 Changes are transactional per message and per batch: what a failed attempt wrote is
-forgotten, and so is what a batch that is given back wrote, so at-least-once delivery never
-applies a message's change twice to the state it is read from.
+forgotten, and so is what a batch that is given back wrote, so a message delivered again
+is processed against the state from before it.
 """
 
 from __future__ import annotations

@@ -101,10 +101,13 @@ class AppState:
         partitioned: dict[str, tuple[Table[Any], str]] = {}
         for name, (table, table_plan, table_binder) in tables.items():
             if Capability.STATE in table_binder.capabilities:
+                reader: Any = table_binder
                 if type(table) is Table and durable and table_binder is binder:
+                    await reader.provision_table(table_plan.destination, plan.destination)
                     await self._check_copartitioned(binder, plan, table_plan)
                     partitioned[name] = (table, table_plan.destination)
                 else:
+                    await reader.provision_table(table_plan.destination, None)
                     await self._follow(table_binder, table, table_plan.destination)
             else:
                 await self._consume(table_binder, table, table_plan)

@@ -244,6 +244,18 @@ class KafkaBinder:
         )
         return await self.provision_producer(ProducerSpec(name, name))
 
+    async def provision_table(self, name: str, like: str | None) -> int:
+        """The topic a table reads: created when missing (compacted, partitioned like the
+        input ``like`` or with one partition), as a consumer binding's topic would be."""
+        partitions = (await self.provisioner.partitions(like) or 1) if like else 1
+        return await self.provisioner.ensure_topic(
+            name,
+            partitions,
+            fewer="accept",
+            properties=KafkaTopicProperties(properties={"cleanup.policy": "compact"}),
+            purpose="table",
+        )
+
     async def partition_count(self, name: str) -> int | None:
         return await self.provisioner.partitions(name)
 
@@ -256,7 +268,12 @@ class KafkaBinder:
         consumer = AIOKafkaConsumer(
             **self.clients.kwargs(
                 "consumer",
-                {"client_id": f"binder-{self.name}-replay", "auto_offset_reset": "earliest"},
+                {
+                    "client_id": f"binder-{self.name}-replay",
+                    "auto_offset_reset": "earliest",
+                    # What aborted transactions wrote never becomes state.
+                    "isolation_level": "read_committed",
+                },
                 {},
             ),
             enable_auto_commit=False,

@@ -249,3 +249,71 @@ def test_a_store_is_written_only_while_its_function_runs() -> None:
     with pytest.raises(RuntimeError, match="while it processes a message"):
         store["k"] = 1
     assert store.get("k") is None
+
+
+async def test_stores_and_tables_are_read_on_the_management_endpoint() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from binder_core.remote import RemoteError, call
+
+    def alerts(tick: Tick, counts: Store[Count], limits: Table[Limit]) -> str:
+        counts[tick.symbol] = Count(n=(counts.get(tick.symbol) or Count(n=0)).n + 1)
+        return tick.symbol
+
+    props = {
+        "stream": {
+            "bindings": {
+                "alerts-in-0": {"destination": "ticks", "group": "g"},
+                "alerts-in-1": {"destination": "limits"},
+                "alerts-out-0": {"destination": "out", "content-type": "text/plain"},
+            },
+            "management": {"port": 0},
+        }
+    }
+    async with TestApp({"alerts": alerts}, properties=props) as app:
+        assert app.app is not None
+        await app.app.start_management()
+        assert app.app.management is not None
+        url = app.app.management.url
+        await app.send("limits", {"drop": 3.0}, key="A/1")
+        for symbol in ("A/1", "B", "A/1"):
+            await app.send("ticks", {"symbol": symbol, "price": 1.0})
+        await app.receive_all("out", 3)
+
+        def get(path: str) -> Any:
+            return call(url, path, "UNSET_TOKEN_ENV")[1]
+
+        listed = await asyncio.to_thread(get, "/state")
+        assert listed == [
+            {"name": "alerts.counts", "kind": "store", "keys": 2, "durable": False},
+            {"name": "alerts.limits", "kind": "table", "keys": 1, "updates": 1},
+        ]
+        shown = await asyncio.to_thread(get, "/state/counts")
+        assert shown["entries"] == {"A/1": {"n": 2}, "B": {"n": 1}}
+        assert shown["truncated"] is False
+        one = await asyncio.to_thread(get, "/state/alerts.limits/A%2F1")
+        assert one == {"name": "alerts.limits", "key": "A/1", "value": {"drop": 3.0}}
+        with pytest.raises(RemoteError, match="has no value for key 'C'"):
+            await asyncio.to_thread(get, "/state/counts/C")
+        with pytest.raises(RemoteError, match="did you mean 'counts'"):
+            await asyncio.to_thread(get, "/state/count")
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(Path(sys.executable).with_name("binder")), "state", *args, "--url", url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        got = await asyncio.to_thread(cli, "get", "counts", "A/1")
+        assert (got.returncode, got.stdout.strip()) == (0, '{"n": 2}'), got.stderr
+        got = await asyncio.to_thread(cli, "get", "counts", "nope")
+        assert got.returncode == 1 and "no value for key 'nope'" in got.stderr
+        got = await asyncio.to_thread(cli, "list")
+        assert got.returncode == 0, got.stderr
+        rows = [line.split() for line in got.stdout.splitlines()]
+        assert rows[1][:3] == ["alerts.counts", "store", "2"]
+        assert "in this process only" in got.stdout
