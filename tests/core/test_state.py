@@ -152,7 +152,7 @@ async def test_a_batch_given_back_forgets_its_writes_and_is_counted_once() -> No
             async def close(self) -> None:
                 await real.close()
 
-        output.sink = Flaky()  # type: ignore[assignment]
+        output.sink = Flaky()
         await app.send("ticks", {"symbol": "A", "price": 1.0})
         got = [m.payload.decode() for m in await app.receive_all("counts", 2, timeout=10)]
         store = app.app.state.find("counts")

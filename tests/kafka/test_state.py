@@ -197,6 +197,6 @@ async def test_a_store_on_kafka_needs_a_group(kit: Kit) -> None:
         "function": {"definition": "counter"},
         "bindings": {"counter-in-0": {"destination": ticks}},
     }
-    with pytest.raises(Exception, match="stream.bindings.counter-in-0.group"):
+    with pytest.raises(Exception, match=r"stream\.bindings\.counter-in-0\.group"):
         async with running_app({"counter": counter}, stream):
             pass

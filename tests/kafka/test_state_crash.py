@@ -137,7 +137,7 @@ async def _feed(kit: Kit, topic: str, ticks: list[tuple[bytes, bytes]]) -> None:
 
 async def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
     process.send_signal(signal.SIGTERM)
-    assert await wait_exit(process, 60) == 0, log.read_text()[-3000:]
+    assert await wait_exit(process, 60) == 0, _tail(log)
 
 
 def _names(kit: Kit) -> dict[str, str]:
@@ -190,7 +190,7 @@ async def test_killed_mid_stream_and_restarted_gives_the_uninterrupted_alerts(
     finally:
         if second.poll() is None:
             second.kill()
-    log = (config / "second.log").read_text()
+    log = _tail(config / "second.log", 0)
     assert "restored" in log, log[-3000:]
     got = await _alerts(kit, names["alerts"], transactional)
     _compare(got, expected, transactional)
@@ -221,7 +221,7 @@ async def test_one_of_two_instances_killed_the_other_takes_its_state_over(
         for process in (one, two):
             if process.poll() is None:
                 process.kill()
-    log = (config / "one.log").read_text()
+    log = _tail(config / "one.log", 0)
     assert "restored" in log and "partition(s)" in log, log[-3000:]
     got = await _alerts(kit, names["alerts"], transactional=True)
     _compare(got, expected, exact=True)
@@ -241,9 +241,15 @@ def _compare(got: Counter[str], expected: Counter[str], exact: bool) -> None:
         assert repeated <= 10, f"{repeated} extra alert(s), {len(unexpected)} unlike any"
 
 
+def _tail(log: Path, size: int = 3000) -> str:
+    """The end of a log (all of it with ``size`` 0)."""
+    text = log.read_text()
+    return text[-size:] if size else text
+
+
 def _running(process: subprocess.Popen[bytes], log: Path) -> bool:
     """True while ``process`` runs; its log when it stopped."""
-    assert process.poll() is None, log.read_text()[-3000:]
+    assert process.poll() is None, _tail(log)
     return True
 
 
