@@ -351,7 +351,19 @@ class Management:
             "input": plan.direction == "in",
         }
         binding = app.bindings.get(name)
-        if binding is not None:
+        table = app.state.by_binding.get(name)
+        if table is not None:
+            # A table's input: read into the table, not steered (GET /state shows it).
+            info.update(
+                {
+                    "state": "TABLE",
+                    "pausable": False,
+                    "table": table.name,
+                    "keys": len(table),
+                    "received": table.updates,
+                }
+            )
+        elif binding is not None:
             s = binding.stats
             info.update(
                 {

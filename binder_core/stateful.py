@@ -47,6 +47,8 @@ class AppState:
     def __init__(self) -> None:
         self.stores: dict[str, Store[Any]] = {}
         self.tables: dict[str, Table[Any]] = {}
+        #: The table each table binding (``<function>-in-1``, ...) feeds.
+        self.by_binding: dict[str, Table[Any]] = {}
         self.keepers: list[StateKeeper] = []
         self._followers: list[TableFollower] = []
         self._outputs: list[Output] = []
@@ -100,6 +102,7 @@ class AppState:
         keeper: StateKeeper | None = None
         partitioned: dict[str, tuple[Table[Any], str]] = {}
         for name, (table, table_plan, table_binder) in tables.items():
+            self.by_binding[table_plan.name] = table
             if Capability.STATE in table_binder.capabilities:
                 reader: Any = table_binder
                 if type(table) is Table and durable and table_binder is binder:

@@ -21,6 +21,7 @@ from binder_core.message import Message
 from binder_core.properties import ManagementProperties
 from binder_core.remote import call
 from binder_core.spi import Batch, BindingState, Health, Permanent
+from binder_core.stateful import AppState
 from tests.support import Collector, eventually
 
 NAME = "words-in-0"
@@ -137,6 +138,7 @@ class FakeApp:
     binders: dict[str, Any] = field(default_factory=lambda: {"fake": FakeBinder()})
     outputs_by_name: dict[str, Any] = field(default_factory=dict)
     plan: Any = None
+    state: AppState = field(default_factory=AppState)
 
     def binder_of(self, binding: str) -> str:
         return "fake"
