@@ -1,0 +1,55 @@
+"""The Python side of the interoperability tests: an app of plain functions, configured as
+a user would in YAML (given here as a dict), run in-process on the real binder."""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from binder_core import app_config
+from binder_core.config import load_config
+from binder_core.plugins import load_plugins
+from binder_core.runtime import App
+from tests.interop.wire import Wire
+
+
+@contextlib.asynccontextmanager
+async def python_app(
+    wire: Wire,
+    functions: Mapping[str, Callable[..., Any]],
+    bindings: Mapping[str, Mapping[str, Any]],
+    binder_bindings: Mapping[str, Mapping[str, Any]] | None = None,
+    definition: str | None = None,
+    **stream: Any,
+) -> AsyncIterator[App]:
+    """Run ``functions`` with ``stream.bindings`` = ``bindings`` and the binder-specific
+    ``stream.<binder>.bindings`` = ``binder_bindings`` on ``wire``'s broker; started when
+    the block begins (consumers subscribed), stopped gracefully when it ends."""
+    module = types.ModuleType("interop_python_app")
+    for name, fn in functions.items():
+        setattr(module, name, fn)
+    tree: dict[str, Any] = {
+        "function": {"definition": definition or ";".join(functions)},
+        "default-binder": wire.name,
+        "binders": {wire.name: wire.python_binder()},
+        "bindings": {k: dict(v) for k, v in bindings.items()},
+        # Quick retries: the cases that fail on purpose need not wait Spring's seconds.
+        "default": {"consumer": {"back-off-initial-interval": 10, "back-off-max-interval": 50}},
+        **stream,
+    }
+    if binder_bindings:
+        tree[wire.name] = {"bindings": {k: dict(v) for k, v in binder_bindings.items()}}
+    registry = load_plugins()
+    config = load_config(
+        None, (), (), registry.binder_types, environ={}, properties={"stream": tree},
+        read_files=False,
+    )  # fmt: skip
+    app = App(module, config, registry)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+        app_config.use(None)
