@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from binder_core.errors import Problem, closest, did_you_mean
-from binder_core.properties import loose
+from binder_core.properties import kebab_key, loose
 
 Path_ = tuple[str, ...]
 
@@ -233,8 +233,8 @@ def spring_aliases(
                 Problem(".".join(spring_path), "must be a mapping", marks.get(old, label))
             )
             continue
-        for twice in _overlay(target, moved, new):
-            where = out_marks.get(twice, label)
+        for twice in _overlay(target, moved, ours):
+            where = out_marks.get(key_of(twice), label)
             problems.append(
                 Problem(
                     ".".join(twice),
@@ -269,11 +269,12 @@ def _detach(tree: dict[str, Any], path: Path_) -> Any:
 
 
 def _overlay(target: dict[str, Any], top: Mapping[str, Any], path: Path_) -> list[Path_]:
-    """Merge ``top`` into ``target``; the key paths both set (as leaves) are returned."""
+    """Merge ``top`` into ``target``; the key paths both set (as leaves) are returned,
+    in kebab-case."""
     twice: list[Path_] = []
     by_loose = {loose(str(k)): k for k in target}
     for key, value in top.items():
-        sub = (*path, *key_of([key]))
+        sub = (*path, kebab_key(str(key)))
         existing = by_loose.get(loose(str(key)))
         if existing is None:
             target[key] = value

@@ -676,7 +676,9 @@ class StreamProperties(Props):
     @classmethod
     def _outputs(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [n.strip() for n in re.split(r"[;,]", value) if n.strip()]
+            value = [value]
+        if isinstance(value, list):
+            return [n.strip() for v in value for n in re.split(r"[;,]", str(v)) if n.strip()]
         return value
 
     @model_validator(mode="after")

@@ -124,9 +124,7 @@ class KafkaProducerProperties(Props):
     )
 
     def config_problems(self) -> Sequence[ModelProblem]:
-        return [
-            (("configuration", *p), m) for p, m in _map_problems(self.configuration, "producer")
-        ]
+        return _map_problems(self.configuration, "producer")
 
     @field_validator("compression_type")
     @classmethod
@@ -235,9 +233,7 @@ class KafkaConsumerProperties(Props):
     topic: KafkaTopicProperties = Field(default_factory=KafkaTopicProperties)
 
     def config_problems(self) -> Sequence[ModelProblem]:
-        return [
-            (("configuration", *p), m) for p, m in _map_problems(self.configuration, "consumer")
-        ]
+        return _map_problems(self.configuration, "consumer")
 
     def for_dead_letters(
         self, destination: str, group: str | None
@@ -533,19 +529,22 @@ class KafkaBootClient(Props):
     linger: Millis | None = None
     bootstrap_servers: list[str] | None = None
 
-    def kafka_settings(self) -> dict[str, Any]:
-        """These settings under Kafka's names: ``max-poll-records`` -> ``max.poll.records``,
-        a duration -> its ``.ms`` setting, ``properties`` as they are."""
-        out: dict[str, Any] = {}
+    def kafka_settings(self) -> dict[str, tuple[Any, tuple[str, ...]]]:
+        """These settings under Kafka's names (``max-poll-records`` -> ``max.poll.records``,
+        a duration -> its ``.ms`` setting, ``properties`` as they are), each with the key
+        it was written as."""
+        out: dict[str, tuple[Any, tuple[str, ...]]] = {}
         for name, kafka in _BOOT_MS.items():
             value = getattr(self, name)
             if value is not None:
-                out[kafka] = value
+                out[kafka] = (value, (name.replace("_", "-"),))
         if self.bootstrap_servers:
-            out["bootstrap.servers"] = ",".join(self.bootstrap_servers)
+            out["bootstrap.servers"] = (",".join(self.bootstrap_servers), ("bootstrap-servers",))
         for key, value in (self.model_extra or {}).items():
-            out[str(key).replace("-", ".").replace("_", ".")] = value
-        out.update(self.properties)
+            written = str(key)
+            out[written.replace("-", ".").replace("_", ".")] = (value, (written,))
+        for key, value in self.properties.items():
+            out[key] = (value, ("properties", key))
         return out
 
 
@@ -640,11 +639,10 @@ class KafkaBootProperties(Props):
             put(("configuration", key), value, ("properties", key))
         for role, client in (("consumer", self.consumer), ("producer", self.producer)):
             target = f"{role}-properties"
-            for key, value in client.kafka_settings().items():
-                written = (role, "properties", key) if key in client.properties else (role, key)
-                put((target, key), value, written)
-        for key, value in self.admin.kafka_settings().items():
-            put(("configuration", key), value, ("admin", key))
+            for key, (value, written) in client.kafka_settings().items():
+                put((target, key), value, (role, *written))
+        for key, (value, written) in self.admin.kafka_settings().items():
+            put(("configuration", key), value, ("admin", *written))
         return out, origins
 
 
