@@ -143,6 +143,7 @@ class Layered:
         ``same_source`` it ranks as the merge before it (one environment)."""
         if not same_source:
             self._rank += 1
+        data = expand_dotted(data, label, self.problems)
         data, sources = spring_aliases(data, sources, label, self.problems)
         _merge(self.tree, data, (), _Record(self.sources, self.ranks, sources, label, self._rank))
 
@@ -191,6 +192,28 @@ def _record_all(path: Path_, value: Any, rec: _Record) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             _record_all((*path, *key_of([k])), v, rec)
+
+
+def expand_dotted(
+    data: Mapping[str, Any], label: str, problems: list[Problem], path: Path_ = ()
+) -> dict[str, Any]:
+    """``data`` with every dotted key read as a path, as Spring Boot reads any property
+    source (``{'function.definition': x}`` is ``{'function': {'definition': x}}``);
+    brackets keep a dot inside a key (``'[security.protocol]'``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        text = str(key)
+        if isinstance(value, dict):
+            value = expand_dotted(value, label, problems, (*path, text))
+        if not isinstance(key, RunOn) and ("." in text or "[" in text):
+            segments = split_key(text) or [text]
+        else:
+            segments = [key]
+        if not _insert(out, segments, value):
+            problems.append(
+                Problem(".".join((*path, *map(str, segments))), "key given twice", label)
+            )
+    return out
 
 
 #: Spring's prefixes and where they live here: the tree under each moves to ours.
@@ -435,6 +458,9 @@ def _construct(
                 marks.setdefault(sub[:n], line)
             marks[sub] = line
             value = _construct(value_node, sub, label, marks, problems, scalars)
+            # A segment that keeps a dot (written in brackets) stays bracketed, so that
+            # reading dotted keys again when the tree is merged keeps it whole.
+            segments = [f"[{seg}]" if "." in seg else seg for seg in segments]
             if not _insert(out, segments, value):
                 problems.append(
                     Problem(".".join((*path, *segments)), "key given twice", marks[sub])

@@ -311,3 +311,34 @@ def test_two_broker_types_configured_need_a_default_binder(tmp_path: Path) -> No
 
 def test_memory_when_no_broker_is_configured(tmp_path: Path) -> None:
     assert load(tmp_path, "stream:\n  bindings: {}\n").default_binder == "memory"
+
+
+def test_app_settings_read_relaxed_names_and_bracketed_keys(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    from binder_core import app_config
+
+    class Ticker(BaseModel):
+        slump_percent: float = 5.0
+        symbols: dict[str, float] = {}
+
+    config = load(
+        tmp_path,
+        "market.ticker:\n  slumpPercent: 2.5\n  symbols: {'[BRK.A]': 420.0, ACME: 1.5}\n",
+    )
+    app_config.use(config.layered)
+    try:
+        got = app_config.app_settings("market.ticker", Ticker)
+    finally:
+        app_config.use(None)
+    assert got.slump_percent == 2.5
+    assert got.symbols == {"BRK.A": 420.0, "ACME": 1.5}
+
+
+def test_dotted_keys_in_a_tree_given_in_code(tmp_path: Path) -> None:
+    tree = {
+        "stream": {"function.definition": "f", "bindings": {"f-in-0": {"consumer.maxAttempts": 4}}}
+    }
+    config = load_config(None, (), (), TYPES, environ={}, properties=tree, read_files=False)
+    assert config.stream.function.definition == "f"
+    assert config.binding("f-in-0").consumer.max_attempts == 4
