@@ -481,10 +481,11 @@ class BindingProperties(Props):
     )
     cloudevents_source: str | None = Field(
         None,
-        description="CloudEvents source of what this binding sends; default: /<app>/<binding>.",
+        description="CloudEvents source of what this binding sends; default: /APP/BINDING, "
+        "APP the app module.",
     )
     cloudevents_type: str | None = Field(
-        None, description="CloudEvents type of what this binding sends; default: <app>.<binding>."
+        None, description="CloudEvents type of what this binding sends; default: APP.BINDING."
     )
     consumer: ConsumerProperties = Field(default_factory=ConsumerProperties)
     producer: ProducerProperties = Field(default_factory=ProducerProperties)
