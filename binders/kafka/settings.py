@@ -43,6 +43,42 @@ class KafkaTopicProperties(Props):
     )
 
 
+#: Kafka's (de)serializer settings, as aiokafka spells them.
+_SERDE_KEYS = frozenset(
+    {"key_serializer", "value_serializer", "key_deserializer", "value_deserializer"}
+)
+#: Kafka's own (de)serializers that do what the binder does anyway: records carry bytes
+#: (text as UTF-8), which native encoding and decoding hand over as they are.
+_BYTES_SERDES = frozenset(
+    f"{kind}{role}"
+    for kind in ("String", "ByteArray", "Bytes", "ByteBuffer")
+    for role in ("Serializer", "Deserializer")
+)
+
+
+def _serdes(value: Any) -> Any:
+    """A client settings map without Kafka's byte and text (de)serializers (the binder
+    moves bytes, so they mean what it does anyway: a Spring file with
+    ``value.serializer: ...StringSerializer`` works); any other serializer is refused."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, setting in value.items():
+        name = str(key).strip().lower().replace(".", "_").replace("-", "_")
+        if name not in _SERDE_KEYS:
+            out[key] = setting
+            continue
+        simple = str(setting).strip().rsplit(".", 1)[-1]
+        if simple not in _BYTES_SERDES:
+            raise ValueError(
+                f"{key}: {setting} is not supported: records carry bytes (text as UTF-8), "
+                "which the core converts by content-type, or hands over as they are with "
+                "use-native-encoding / use-native-decoding (Kafka's String and ByteArray "
+                "serializers mean just that)"
+            )
+    return out
+
+
 def _map_problems(raw: Mapping[str, Any], role: str) -> list[ModelProblem]:
     """A binding's ``configuration`` map checked against the aiokafka client it goes to
     (the names its constructor takes, the binder's own settings refused), at start-up."""
@@ -122,6 +158,8 @@ class KafkaProducerProperties(Props):
         description="Seconds closing waits for records still unconfirmed (their senders "
         "were never told they were delivered, so nothing confirmed is lost by giving up).",
     )
+
+    _serdes = field_validator("configuration", mode="before")(_serdes)
 
     def config_problems(self) -> Sequence[ModelProblem]:
         return _map_problems(self.configuration, "producer")
@@ -231,6 +269,8 @@ class KafkaConsumerProperties(Props):
         default_factory=dict, description="Other aiokafka consumer settings for this binding."
     )
     topic: KafkaTopicProperties = Field(default_factory=KafkaTopicProperties)
+
+    _serdes = field_validator("configuration", mode="before")(_serdes)
 
     def config_problems(self) -> Sequence[ModelProblem]:
         return _map_problems(self.configuration, "consumer")
@@ -425,6 +465,10 @@ class KafkaEnvironment(Props):
         "that the batch is abandoned uncommitted (and redelivered).",
     )
     transaction: KafkaTransactionProperties = Field(default_factory=KafkaTransactionProperties)
+
+    _serdes = field_validator(
+        "configuration", "consumer_properties", "producer_properties", mode="before"
+    )(_serdes)
 
     @field_validator("security_protocol", mode="before")
     @classmethod

@@ -342,3 +342,23 @@ def test_dotted_keys_in_a_tree_given_in_code(tmp_path: Path) -> None:
     config = load_config(None, (), (), TYPES, environ={}, properties=tree, read_files=False)
     assert config.stream.function.definition == "f"
     assert config.binding("f-in-0").consumer.max_attempts == 4
+
+
+def test_kafkas_byte_and_text_serializers_are_accepted_others_refused(tmp_path: Path) -> None:
+    serde = "org.apache.kafka.common.serialization."
+    config = load(
+        tmp_path,
+        "stream:\n  kafka:\n    bindings:\n"
+        f"      f-out-0:\n        producer:\n"
+        f"          configuration: {{value.serializer: {serde}StringSerializer, linger.ms: 5}}\n"
+        f"      f-in-0:\n        consumer:\n"
+        f"          configuration: {{value.deserializer: {serde}ByteArrayDeserializer}}\n",
+    )
+    ext: Any = config.extension("kafka", "f-out-0")
+    assert ext.producer.configuration == {"linger.ms": 5}  # nothing the client must not get
+    found = problems(
+        tmp_path,
+        "spring.kafka.consumer.value-deserializer: "
+        "org.springframework.kafka.support.serializer.JsonDeserializer\n",
+    )
+    assert any("JsonDeserializer is not supported: records carry bytes" in p for p in found)
