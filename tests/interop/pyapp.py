@@ -18,20 +18,25 @@ from tests.interop.wire import Wire
 @contextlib.asynccontextmanager
 async def python_app(
     wire: Wire,
-    functions: Mapping[str, Callable[..., Any]],
+    functions: Mapping[str, Callable[..., Any]] | types.ModuleType,
     bindings: Mapping[str, Mapping[str, Any]],
     binder_bindings: Mapping[str, Mapping[str, Any]] | None = None,
-    definition: str | None = None,
+    function: Mapping[str, Any] | None = None,
     **stream: Any,
 ) -> AsyncIterator[App]:
-    """Run ``functions`` with ``stream.bindings`` = ``bindings`` and the binder-specific
-    ``stream.<binder>.bindings`` = ``binder_bindings`` on ``wire``'s broker; started when
-    the block begins (consumers subscribed), stopped gracefully when it ends."""
-    module = types.ModuleType("interop_python_app")
-    for name, fn in functions.items():
-        setattr(module, name, fn)
+    """Run ``functions`` (or a module's) with ``stream.bindings`` = ``bindings`` and the
+    binder-specific ``stream.<binder>.bindings`` = ``binder_bindings`` on ``wire``'s
+    broker; started when the block begins (consumers subscribed), stopped gracefully when
+    it ends.
+    ``stream.function`` is ``function`` when given, else every function bound."""
+    if isinstance(functions, types.ModuleType):
+        module, functions = functions, {}
+    else:
+        module = types.ModuleType("interop_python_app")
+        for name, fn in functions.items():
+            setattr(module, name, fn)
     tree: dict[str, Any] = {
-        "function": {"definition": definition or ";".join(functions)},
+        "function": dict(function) if function is not None else {"definition": ";".join(functions)},
         "default-binder": wire.name,
         "binders": {wire.name: wire.python_binder()},
         "bindings": {k: dict(v) for k, v in bindings.items()},

@@ -123,7 +123,9 @@ class SpringApp:
         self.log = log
         self.properties = {k: str(v) for k, v in properties.items()}
         argv = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-jar", str(jar)]
-        argv += [f"--{k}={v}" for k, v in self.properties.items()]
+        # A free port for the web server the Stream starters bring along: several JVMs
+        # may run at once, and 8080 may belong to something else on the machine.
+        argv += [f"--{k}={v}" for k, v in {"server.port": "0", **self.properties}.items()]
         self._out = log.open("w")
         self.proc = subprocess.Popen(
             argv, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -134,7 +136,14 @@ class SpringApp:
         return self.log.read_text(errors="replace")
 
     def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.output.splitlines()[-lines:])
+        """The end of the log, or from Spring Boot's failure report (or its first ERROR)
+        when there is one: the lines that say why."""
+        text = self.output.splitlines()
+        for marker in ("APPLICATION FAILED TO START", " ERROR "):
+            found = next((i for i, line in enumerate(text) if marker in line), None)
+            if found is not None:
+                return "\n".join(text[max(found - 2, 0) : found + lines])
+        return "\n".join(text[-lines:])
 
     def running(self) -> bool:
         return self.proc.poll() is None

@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 
 from binder_core.expression import java_hash, select_partition
 from binder_core.message import Message
+from tests.interop import router_app
 from tests.interop.conftest import StartSpring
 from tests.interop.pyapp import python_app
 from tests.interop.spring import SpringApp
@@ -47,6 +48,9 @@ class Names:
     fragile: str
     fragile_out: str
     py_fragile: str
+    to_label: str
+    labelled: str
+    routed: str
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +67,9 @@ def names(module_name: Callable[[str], str]) -> Names:
         fragile=module_name("fragile"),
         fragile_out=module_name("fragile-out"),
         py_fragile=module_name("py-fragile"),
+        to_label=module_name("to-label"),
+        labelled=module_name("labelled"),
+        routed=module_name("routed"),
     )
 
 
@@ -81,7 +88,7 @@ def spring(wire: Wire, names: Names, module_spring: StartSpring) -> Iterator[Spr
     asyncio.run(wire.prepare(names.work, PARTITIONS))
     properties = {
         "spring.cloud.function.definition": (
-            "uppercase;invoice;inbox;fragile;echo;share;deadLetters"
+            "uppercase;invoice;inbox;fragile;echo;share;deadLetters;label"
         ),
         **wire.spring_binder(),
         **_bindings(
@@ -100,6 +107,8 @@ def spring(wire: Wire, names: Names, module_spring: StartSpring) -> Iterator[Spr
             },
             share_in_0={"destination": names.work, "group": "workers"},
             deadLetters_in_0={"group": "spring"},
+            label_in_0={"destination": names.to_label, "group": "spring"},
+            label_out_0={"destination": names.labelled},
         ),
         **wire.spring_dlq_on("fragile-in-0"),
         **wire.spring_reads_dlq("deadLetters-in-0", wire.dead_letters(names.py_fragile, "python")),
@@ -434,3 +443,58 @@ async def test_spring_reads_what_python_dead_lettered(
     else:
         assert letter.header("x-original-exchange") == names.py_fragile
         assert letter.header("x-original-routingKey") == names.py_fragile
+
+
+# -- routing by Spring's function-definition header ------------------------------------------
+
+
+async def test_python_router_takes_what_a_spring_producer_labelled(
+    wire: Wire, names: Names, spring: SpringApp
+) -> None:
+    """Spring's ``label`` turns "target:text" into "text" with the header
+    ``spring.cloud.function.definition: target``; the Python router calls that function,
+    and only one of the app's own."""
+
+    dead: list[Message[str]] = []
+
+    def dlq(message: Message[str]) -> None:
+        dead.append(message)
+
+    # The router's dead letters, read by a second app as any dead-letter destination.
+    common, specific = wire.python_reads_dlq(wire.dead_letters(names.labelled, "python"))
+    async with (
+        python_app(
+            wire,
+            router_app,
+            {
+                "functionRouter-in-0": {"destination": names.labelled, "group": "python"},
+                "functionRouter-out-0": {"destination": names.routed},
+            },
+            function={"routing": {"enabled": True}},
+        ) as router,
+        python_app(
+            wire,
+            {"dlq": dlq},
+            {"dlq-in-0": {"group": "reader", **common, "content-type": "text/plain"}},
+            {"dlq-in-0": {"consumer": specific}} if specific else None,
+        ),
+        wire.tap(names.labelled) as labelled,
+        wire.tap(names.routed) as routed,
+    ):
+        for text in ["shout:Hello", "whisper:HeLLo World", "print:ignored", "shout:ünï"]:
+            await router.bridge.send(names.to_label, text)
+        out = await routed.take(3)
+        spring_wrote = await labelled.take(4)
+        await eventually(lambda: dead, "the dead letter of the message no function matches")
+
+    assert sorted(r.body.decode() for r in out) == ["HELLO", "hello world", "ÜNÏ"]
+    label = "spring.cloud.function.definition"
+    assert sorted(header_text(r.headers[label]) for r in spring_wrote) == [
+        "print",
+        "shout",
+        "shout",
+        "whisper",
+    ]
+    assert [m.payload for m in dead] == ["ignored"]
+    reason = header_text(dead[0].headers["x-exception-message"])
+    assert "print" in reason, reason
