@@ -3,6 +3,7 @@ a user would in YAML (given here as a dict), run in-process on the real binder."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import types
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -12,7 +13,9 @@ from binder_core import app_config
 from binder_core.config import load_config
 from binder_core.plugins import load_plugins
 from binder_core.runtime import App
+from tests.interop.spring import SpringApp
 from tests.interop.wire import Wire
+from tests.support import eventually
 
 
 @contextlib.asynccontextmanager
@@ -58,3 +61,39 @@ async def python_app(
     finally:
         await app.stop()
         app_config.use(None)
+
+
+async def warm_spring_consumer(
+    app: App,
+    binding: str,
+    spring: SpringApp,
+    consumer: str,
+    destination: str,
+    queue: str,
+    url: str,
+) -> None:
+    """Let Spring's consumer of a RabbitMQ queue ``queue`` that ``app``'s ``binding``
+    (at ``url``) shares handle one message, ``warm-up``, alone: RabbitMQ hands a queue's messages to
+    whichever consumer has room, and a JVM running a function for the first time (class
+    loading, no JIT yet) is slow enough for the other member to take a whole burst.
+    Meanwhile our member is paused (its subscription cancelled), then resumed."""
+    ours = app.bindings[binding]
+    await ours.pause()
+    await eventually(
+        lambda: asyncio.to_thread(_consumers, url, queue, 1),
+        f"only Spring's consumer on {queue}",
+    )
+    await app.bridge.send(destination, "warm-up")
+    await spring.wait_received(consumer, 1, match="warm-up")
+    await ours.resume()
+
+
+def _consumers(url: str, queue: str, count: int) -> bool:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ok = connection.channel().queue_declare(queue, passive=True).method
+        return int(ok.consumer_count) == count
+    finally:
+        connection.close()

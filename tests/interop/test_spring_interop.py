@@ -23,7 +23,7 @@ from binder_core.expression import java_hash, select_partition
 from binder_core.message import Message
 from tests.interop import router_app
 from tests.interop.conftest import StartSpring
-from tests.interop.pyapp import python_app
+from tests.interop.pyapp import python_app, warm_spring_consumer
 from tests.interop.spring import SpringApp
 from tests.interop.wire import KafkaWire, RabbitWire, Raw, Wire, header_text
 from tests.support import eventually
@@ -186,6 +186,12 @@ async def test_spring_and_python_share_one_group(
         {"work-in-0": {"destination": names.work, "group": "workers"}, "tasks": producer},
         rabbit,
     ) as app:
+        if isinstance(wire, RabbitWire):
+            await warm_spring_consumer(
+                app, "work-in-0", spring, "share", names.work, f"{names.work}.workers",
+                wire.address,
+            )  # fmt: skip
+            before = len(spring.received("share"))
         for item in items:
             await app.bridge.send("tasks", item)
 
