@@ -191,9 +191,10 @@ def _summary(document: dict[str, Any]) -> str:
             "",
             "Cost of metrics: the framework with its management endpoint on (metrics counted, "
             f"broker figures sampled and /metrics scraped every {scrapes['every_s']:g} s) "
-            "against the same runs with it off, alternating; positive is slower. A run "
-            "shorter than the scrape interval sees no scrape: what a scrape costs the app's "
-            "event loop is below.",
+            "against the same runs with it off, alternating; positive is slower. Medians, "
+            "and the least CPU each side needed in its best run (other load only adds). A "
+            "run shorter than the scrape interval sees no scrape: what a scrape costs the "
+            "app's event loop is below.",
             "",
             document["metrics_table"],
             "",

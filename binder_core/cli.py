@@ -255,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     _config_options(tail)
 
+    contract = sub.add_parser(
+        "asyncapi",
+        help="write the app's AsyncAPI 3.0 document",
+        description="Write an AsyncAPI 3.0 document of APP_MODULE's channels: its bindings, "
+        "destinations, binders (servers, no secrets), groups and the functions' payload types.",
+    )
+    contract.add_argument("module", metavar="APP_MODULE")
+    contract.add_argument(
+        "--format", choices=("yaml", "json"), default="yaml", help="yaml (default) or json"
+    )
+    contract.add_argument("--output", "-o", type=Path, metavar="FILE", help="default: stdout")
+    contract.add_argument("--title", help="info.title (default: APP_MODULE)")
+    contract.add_argument("--version", default="1.0.0", help="info.version (default 1.0.0)")
+    _config_options(contract)
+
     from binder_core.dlq.command import add_parser as add_dlq
 
     add_dlq(sub, _config_options)
@@ -984,6 +999,27 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    """``binder asyncapi``: the app's AsyncAPI 3.0 document (``binder_core.asyncapi``)."""
+    from binder_core.asyncapi import document, to_yaml
+    from binder_core.plan import make_plan
+
+    registry = _registry()
+    try:
+        config = _load(args, registry)
+    except ConfigError as exc:
+        raise _with_plan(exc, args.module, registry) from None
+    plan = make_plan(config, import_app(args.module), registry.converters)
+    doc = document(plan, config, args.title or args.module, args.version)
+    text = json.dumps(doc, indent=2) + "\n" if args.format == "json" else to_yaml(doc)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     """``binder dlq``: dead letters listed, shown, replayed, purged (``binder_core.dlq``)."""
     from binder_core.dlq.command import run
@@ -994,6 +1030,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "dlq": cmd_dlq,
+    "asyncapi": cmd_asyncapi,
     "config": cmd_config,
     "bindings": cmd_bindings,
     "plugins": cmd_plugins,

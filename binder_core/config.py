@@ -507,7 +507,7 @@ def _instance_levels(
     spring_key = next((k for k in env if loose(str(k)) == "spring"), None)
     spring = env.pop(spring_key) if spring_key is not None else None
     if isinstance(spring, dict):
-        spring = dict(spring)
+        spring = _copy(spring)  # taken apart below; the tree stays as it was
         spec = _boot_model(binder_type)
         if spec is not None:
             key = next((k for k in spring if loose(str(k)) == loose(spec[0])), None)
@@ -560,8 +560,6 @@ def _pop_path(tree: dict[str, Any], path: Path_) -> Any:
             return None
         trail.append((node, key))
         node = node[key]
-    for i, (holder, key) in enumerate(trail):
-        holder[key] = dict(holder[key]) if i < len(trail) - 1 else holder[key]
     holder, key = trail[-1]
     value = holder.pop(key)
     for holder, key in reversed(trail[:-1]):

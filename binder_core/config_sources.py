@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from binder_core.errors import Problem, closest, did_you_mean
-from binder_core.properties import loose
+from binder_core.properties import kebab_key, loose
 
 Path_ = tuple[str, ...]
 
@@ -143,6 +143,7 @@ class Layered:
         ``same_source`` it ranks as the merge before it (one environment)."""
         if not same_source:
             self._rank += 1
+        data = expand_dotted(data, label, self.problems)
         data, sources = spring_aliases(data, sources, label, self.problems)
         _merge(self.tree, data, (), _Record(self.sources, self.ranks, sources, label, self._rank))
 
@@ -193,6 +194,28 @@ def _record_all(path: Path_, value: Any, rec: _Record) -> None:
             _record_all((*path, *key_of([k])), v, rec)
 
 
+def expand_dotted(
+    data: Mapping[str, Any], label: str, problems: list[Problem], path: Path_ = ()
+) -> dict[str, Any]:
+    """``data`` with every dotted key read as a path, as Spring Boot reads any property
+    source (``{'function.definition': x}`` is ``{'function': {'definition': x}}``);
+    brackets keep a dot inside a key (``'[security.protocol]'``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        text = str(key)
+        if isinstance(value, dict):
+            value = expand_dotted(value, label, problems, (*path, text))
+        if not isinstance(key, RunOn) and ("." in text or "[" in text):
+            segments = split_key(text) or [text]
+        else:
+            segments = [key]
+        if not _insert(out, segments, value):
+            problems.append(
+                Problem(".".join((*path, *map(str, segments))), "key given twice", label)
+            )
+    return out
+
+
 #: Spring's prefixes and where they live here: the tree under each moves to ours.
 SPRING_PREFIXES: tuple[tuple[Path_, Path_], ...] = (
     (("spring", "cloud", "stream"), ("stream",)),
@@ -233,8 +256,8 @@ def spring_aliases(
                 Problem(".".join(spring_path), "must be a mapping", marks.get(old, label))
             )
             continue
-        for twice in _overlay(target, moved, new):
-            where = out_marks.get(twice, label)
+        for twice in _overlay(target, moved, ours):
+            where = out_marks.get(key_of(twice), label)
             problems.append(
                 Problem(
                     ".".join(twice),
@@ -269,11 +292,12 @@ def _detach(tree: dict[str, Any], path: Path_) -> Any:
 
 
 def _overlay(target: dict[str, Any], top: Mapping[str, Any], path: Path_) -> list[Path_]:
-    """Merge ``top`` into ``target``; the key paths both set (as leaves) are returned."""
+    """Merge ``top`` into ``target``; the key paths both set (as leaves) are returned,
+    in kebab-case."""
     twice: list[Path_] = []
     by_loose = {loose(str(k)): k for k in target}
     for key, value in top.items():
-        sub = (*path, *key_of([key]))
+        sub = (*path, kebab_key(str(key)))
         existing = by_loose.get(loose(str(key)))
         if existing is None:
             target[key] = value
@@ -434,6 +458,9 @@ def _construct(
                 marks.setdefault(sub[:n], line)
             marks[sub] = line
             value = _construct(value_node, sub, label, marks, problems, scalars)
+            # A segment that keeps a dot (written in brackets) stays bracketed, so that
+            # reading dotted keys again when the tree is merged keeps it whole.
+            segments = [f"[{seg}]" if "." in seg else seg for seg in segments]
             if not _insert(out, segments, value):
                 problems.append(
                     Problem(".".join((*path, *segments)), "key given twice", marks[sub])

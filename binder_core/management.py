@@ -24,6 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from errno import EADDRINUSE
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -197,10 +198,13 @@ class Management:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            # asyncio words the error itself ("error while attempting to bind on address
+            # ..."); the system's text for its errno says it plainly.
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            hint = "; choose another port, or 0 for a free one" if exc.errno == EADDRINUSE else ""
             raise ManagementError(
                 "stream.management.port",
-                f"the endpoint cannot listen on {self._props.host}:{self._props.port}: "
-                f"{exc.strerror or exc}",
+                f"the endpoint cannot listen on {self._props.host}:{self._props.port}: {why}{hint}",
             ) from None
         self._runner = runner
         addresses = runner.addresses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,15 @@ class Message(Generic[T]):
     headers: dict[str, Any] = field(default_factory=dict)
     key: Any = None
     partition: int | None = None
+
+    @property
+    def ce(self) -> Mapping[str, str]:
+        """The CloudEvents attributes in the headers, by name (``msg.ce["id"]``,
+        ``msg.ce["type"]``), whatever prefix the protocol gives them (``ce_`` on Kafka,
+        ``cloudEvents:`` on AMQP); empty for a message that is no event."""
+        from binder_core.cloudevents import attributes
+
+        return attributes(self.headers)
 
     def __repr__(self) -> str:
         # Payloads may hold personal data: keep them out of reprs that end up in logs.

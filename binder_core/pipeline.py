@@ -153,6 +153,16 @@ class Pipeline:
         for store in self._stores:
             store.forget()
 
+    def read_with(self, step: Callable[[Message[bytes]], Message[bytes]]) -> None:
+        """Run ``step`` on each received message before its conversion (CloudEvents: the
+        event's data and attributes); what ``step`` raises is a conversion failure."""
+        convert = self._arg
+
+        def argument(msg: Message[bytes]) -> Any:
+            return convert(step(msg))
+
+        self._arg = argument
+
     @property
     def streaming(self) -> bool:
         """Whether the function is a stream function (it holds an item between reads)."""

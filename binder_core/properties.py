@@ -481,10 +481,11 @@ class BindingProperties(Props):
     )
     cloudevents_source: str | None = Field(
         None,
-        description="CloudEvents source of what this binding sends; default: /<app>/<binding>.",
+        description="CloudEvents source of what this binding sends; default: /APP/BINDING, "
+        "APP the app module.",
     )
     cloudevents_type: str | None = Field(
-        None, description="CloudEvents type of what this binding sends; default: <app>.<binding>."
+        None, description="CloudEvents type of what this binding sends; default: APP.BINDING."
     )
     consumer: ConsumerProperties = Field(default_factory=ConsumerProperties)
     producer: ProducerProperties = Field(default_factory=ProducerProperties)
@@ -676,7 +677,9 @@ class StreamProperties(Props):
     @classmethod
     def _outputs(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [n.strip() for n in re.split(r"[;,]", value) if n.strip()]
+            value = [value]
+        if isinstance(value, list):
+            return [n.strip() for v in value for n in re.split(r"[;,]", str(v)) if n.strip()]
         return value
 
     @model_validator(mode="after")

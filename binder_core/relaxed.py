@@ -217,9 +217,11 @@ class Fitter:
         args = typing.get_args(annotation)
         if is_model(annotation):
             mappings = [e for e in group if isinstance(e.value, dict)]
-            top = self._winner(group, path)
-            if not mappings or not isinstance(top.value, dict):
-                return top.value
+            # Mappings merge key by key; only a plain value competes with them.
+            if len(mappings) != len(group):
+                top = self._winner(group, path)
+                if not isinstance(top.value, dict):
+                    return top.value
             entries = [m.below(k, v) for m in mappings for k, v in m.value.items()]
             return self._model(annotation, entries, path)
         if origin is dict and args:
@@ -367,6 +369,8 @@ def resolves(annotation: Any, words: Sequence[str]) -> bool:
     if not words:
         return True
     if is_model(annotation):
+        if annotation.model_config.get("extra") == "allow":
+            return True  # any key is one of its own
         index = fields_of(annotation)
         spring = spring_only_of(annotation)
         for n in range(len(words), 0, -1):

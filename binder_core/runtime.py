@@ -40,6 +40,7 @@ from binder_core.subscriptions import MultiSubscription, guard
 from binder_core.suppliers import SupplierRunner
 
 if TYPE_CHECKING:
+    from binder_core.cloudevents import CloudEvents
     from binder_core.management import Management
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,9 @@ class App:
             from binder_core.tracing import Tracing
 
             output.tracing = Tracing(plan.binder_type, plan.destination)
+        events = self._cloudevents(plan, binder)
+        if events is not None:
+            output.message = events.writing(output.message)
         self.outputs_by_name[canonical(plan.name)] = output
         return output
 
@@ -246,6 +250,9 @@ class App:
             pipeline.error_handler = ErrorHandler(
                 handler, fn, consumer.dead_letter_after_error_handler
             )
+        events = self._cloudevents(plan, binder)
+        if events is not None:
+            pipeline.read_with(events.incoming)
         if self._tracing:
             from binder_core.tracing import Tracing
 
@@ -286,6 +293,23 @@ class App:
                 await binding.start()
             except Exception as exc:
                 raise StartError(f"binding '{plan.name}' could not start consuming: {exc}") from exc
+
+    def _cloudevents(self, plan: BindingPlan, binder: Binder) -> CloudEvents | None:
+        """The binding's CloudEvents codec (``cloudevents: binary | structured``)."""
+        props = plan.properties
+        if props.cloudevents is None:
+            return None
+        from binder_core.cloudevents import for_binding
+
+        return for_binding(
+            props.cloudevents,
+            plan.binder_type,
+            binder,
+            self.module.__name__,
+            plan.name,
+            props.cloudevents_source,
+            props.cloudevents_type,
+        )
 
     def _supplier_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -488,18 +488,21 @@ class KafkaSource:
     # -- figures ---------------------------------------------------------------------------
 
     async def backlog(self) -> dict[str, int]:
-        """Consumer lag per assigned partition: the partition's high watermark (as of the
-        last fetch) minus this consumer's position."""
+        """Consumer lag per assigned partition: the partition's end offset minus this
+        consumer's position. The end is asked of the broker (one request per sample), not
+        taken from the last fetch: a paused consumer fetches nothing, and its lag must still
+        grow while records arrive (an autoscaler reads it)."""
         consumer = self.consumer
         if consumer is None:
             return {}
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await consumer.end_offsets(assigned)
         lag: dict[str, int] = {}
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is None:
-                continue
+        for tp in assigned:
             position = await consumer.position(tp)
-            lag[f"{tp.topic}-{tp.partition}"] = max(0, high - position)
+            lag[f"{tp.topic}-{tp.partition}"] = max(0, ends[tp] - position)
         return lag
 
     # -- pause -----------------------------------------------------------------------------

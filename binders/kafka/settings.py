@@ -43,6 +43,42 @@ class KafkaTopicProperties(Props):
     )
 
 
+#: Kafka's (de)serializer settings, as aiokafka spells them.
+_SERDE_KEYS = frozenset(
+    {"key_serializer", "value_serializer", "key_deserializer", "value_deserializer"}
+)
+#: Kafka's own (de)serializers that do what the binder does anyway: records carry bytes
+#: (text as UTF-8), which native encoding and decoding hand over as they are.
+_BYTES_SERDES = frozenset(
+    f"{kind}{role}"
+    for kind in ("String", "ByteArray", "Bytes", "ByteBuffer")
+    for role in ("Serializer", "Deserializer")
+)
+
+
+def _serdes(value: Any) -> Any:
+    """A client settings map without Kafka's byte and text (de)serializers (the binder
+    moves bytes, so they mean what it does anyway: a Spring file with
+    ``value.serializer: ...StringSerializer`` works); any other serializer is refused."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, setting in value.items():
+        name = str(key).strip().lower().replace(".", "_").replace("-", "_")
+        if name not in _SERDE_KEYS:
+            out[key] = setting
+            continue
+        simple = str(setting).strip().rsplit(".", 1)[-1]
+        if simple not in _BYTES_SERDES:
+            raise ValueError(
+                f"{key}: {setting} is not supported: records carry bytes (text as UTF-8), "
+                "which the core converts by content-type, or hands over as they are with "
+                "use-native-encoding / use-native-decoding (Kafka's String and ByteArray "
+                "serializers mean just that)"
+            )
+    return out
+
+
 def _map_problems(raw: Mapping[str, Any], role: str) -> list[ModelProblem]:
     """A binding's ``configuration`` map checked against the aiokafka client it goes to
     (the names its constructor takes, the binder's own settings refused), at start-up."""
@@ -123,10 +159,10 @@ class KafkaProducerProperties(Props):
         "were never told they were delivered, so nothing confirmed is lost by giving up).",
     )
 
+    _serdes = field_validator("configuration", mode="before")(_serdes)
+
     def config_problems(self) -> Sequence[ModelProblem]:
-        return [
-            (("configuration", *p), m) for p, m in _map_problems(self.configuration, "producer")
-        ]
+        return _map_problems(self.configuration, "producer")
 
     @field_validator("compression_type")
     @classmethod
@@ -234,10 +270,10 @@ class KafkaConsumerProperties(Props):
     )
     topic: KafkaTopicProperties = Field(default_factory=KafkaTopicProperties)
 
+    _serdes = field_validator("configuration", mode="before")(_serdes)
+
     def config_problems(self) -> Sequence[ModelProblem]:
-        return [
-            (("configuration", *p), m) for p, m in _map_problems(self.configuration, "consumer")
-        ]
+        return _map_problems(self.configuration, "consumer")
 
     def for_dead_letters(
         self, destination: str, group: str | None
@@ -430,6 +466,10 @@ class KafkaEnvironment(Props):
     )
     transaction: KafkaTransactionProperties = Field(default_factory=KafkaTransactionProperties)
 
+    _serdes = field_validator(
+        "configuration", "consumer_properties", "producer_properties", mode="before"
+    )(_serdes)
+
     @field_validator("security_protocol", mode="before")
     @classmethod
     def _protocol(cls, value: Any) -> Any:
@@ -533,19 +573,22 @@ class KafkaBootClient(Props):
     linger: Millis | None = None
     bootstrap_servers: list[str] | None = None
 
-    def kafka_settings(self) -> dict[str, Any]:
-        """These settings under Kafka's names: ``max-poll-records`` -> ``max.poll.records``,
-        a duration -> its ``.ms`` setting, ``properties`` as they are."""
-        out: dict[str, Any] = {}
+    def kafka_settings(self) -> dict[str, tuple[Any, tuple[str, ...]]]:
+        """These settings under Kafka's names (``max-poll-records`` -> ``max.poll.records``,
+        a duration -> its ``.ms`` setting, ``properties`` as they are), each with the key
+        it was written as."""
+        out: dict[str, tuple[Any, tuple[str, ...]]] = {}
         for name, kafka in _BOOT_MS.items():
             value = getattr(self, name)
             if value is not None:
-                out[kafka] = value
+                out[kafka] = (value, (name.replace("_", "-"),))
         if self.bootstrap_servers:
-            out["bootstrap.servers"] = ",".join(self.bootstrap_servers)
+            out["bootstrap.servers"] = (",".join(self.bootstrap_servers), ("bootstrap-servers",))
         for key, value in (self.model_extra or {}).items():
-            out[str(key).replace("-", ".").replace("_", ".")] = value
-        out.update(self.properties)
+            written = str(key)
+            out[written.replace("-", ".").replace("_", ".")] = (value, (written,))
+        for key, value in self.properties.items():
+            out[key] = (value, ("properties", key))
         return out
 
 
@@ -640,11 +683,10 @@ class KafkaBootProperties(Props):
             put(("configuration", key), value, ("properties", key))
         for role, client in (("consumer", self.consumer), ("producer", self.producer)):
             target = f"{role}-properties"
-            for key, value in client.kafka_settings().items():
-                written = (role, "properties", key) if key in client.properties else (role, key)
-                put((target, key), value, written)
-        for key, value in self.admin.kafka_settings().items():
-            put(("configuration", key), value, ("admin", key))
+            for key, (value, written) in client.kafka_settings().items():
+                put((target, key), value, (role, *written))
+        for key, (value, written) in self.admin.kafka_settings().items():
+            put(("configuration", key), value, ("admin", *written))
         return out, origins
 
 

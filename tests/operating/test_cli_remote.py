@@ -154,3 +154,20 @@ async def test_off_loopback_the_endpoint_needs_a_token(
     assert other.returncode == 0
     assert await app.stop() == 0
     assert token not in app.output  # never logged
+
+
+async def test_a_port_in_use_is_named(kit: Kit, apps: Apps) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args, _, _ = uppercase_args(kit)
+        app = apps(*[a if a != "0" else str(port) for a in args])
+        assert await app.wait() == 1
+    assert (
+        f"binder: stream.management.port: the endpoint cannot listen on 127.0.0.1:{port}: "
+        "Address already in use; choose another port, or 0 for a free one"
+    ) in app.output
+    assert "Traceback" not in app.output

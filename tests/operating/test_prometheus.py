@@ -1,7 +1,7 @@
 """A real Prometheus scrapes a real app on Kafka (``binder run`` in a subprocess): PromQL
 through its HTTP API gives the app's receive rate and its consumer lag while a producer
 outpaces it; pausing the binding through the endpoint (``binder pause --url``) takes the
-rate to zero, and resuming brings it back."""
+rate to zero while the lag keeps growing, and resuming brings the rate back."""
 
 from __future__ import annotations
 
@@ -91,6 +91,15 @@ async def test_prometheus_sees_rate_and_lag_and_a_paused_binding(
             assert paused.returncode == 0, paused.stderr
             assert paused.stdout.strip() == "slow-in-0: PAUSED"
             await eventually(lambda: zero(rate), "the rate of a paused binding to drop to 0", 60)
+            # Paused, the binding still reports its lag, which grows as the producer goes on.
+            before = await value(lag)
+            assert before is not None
+
+            async def grown() -> bool:
+                now = await value(lag)
+                return now is not None and now > before + FEED_RATE
+
+            await eventually(grown, "the lag of the paused binding to grow", 60)
 
             resumed = await binder("resume", "slow-in-0", "--url", url)
             assert resumed.returncode == 0, resumed.stderr
