@@ -591,6 +591,111 @@ class BinderConformance:
         await got.wait_for(300, kit.subject.timeout)
         print(f"stop/start: {got.duplicates} duplicates")
 
+    # -- state (binders declaring Capability.STATE) -------------------------------------
+
+    async def _changelog(self, kit: Kit, binder: Binder) -> tuple[str, str, Any]:
+        """An input destination of two partitions and a changelog partitioned like it."""
+        src, name = kit.name("state-in"), kit.name("state-log")
+        await kit.producer(binder, src, partition_count=2)
+        state: Any = binder
+        sink = await state.provision_changelog(name, src)
+        return src, name, sink
+
+    async def _replayed(
+        self, binder: Any, name: str, partitions: Sequence[int] | None
+    ) -> list[Message[bytes]]:
+        out: list[Message[bytes]] = []
+        async for batch in binder.replay(name, partitions, False):
+            if batch is None:
+                break
+            out.extend(batch)
+        return out
+
+    async def test_a_changelog_replays_its_records_by_partition(self, kit: Kit) -> None:
+        binder = await kit.binder()
+        requires(binder, Capability.STATE)
+        state: Any = binder
+        src, name, sink = await self._changelog(kit, binder)
+        assert await state.partition_count(name) == await state.partition_count(src) == 2
+        records = [
+            Message(b"1", {}, b"a", 0),
+            Message(b"2", {}, b"b", 1),
+            Message(b"3", {}, b"a", 0),
+            Message(None, {}, b"b", 1),  # type: ignore[arg-type]  # a tombstone
+        ]
+        box = sink.outbox()
+        await box.add(records)
+        assert all(r is None for r in await box.confirm())
+        first = await self._replayed(state, name, [0])
+        assert [(m.key, m.payload, m.partition) for m in first] == [
+            (b"a", b"1", 0),
+            (b"a", b"3", 0),
+        ]
+        both = await self._replayed(state, name, None)
+        latest: dict[bytes, bytes | None] = {}
+        for m in both:
+            latest[m.key] = m.payload or None
+        assert latest == {b"a": b"3", b"b": None}, "the last record per key, a delete as None"
+        await sink.close()
+
+    async def test_a_following_replay_sees_what_is_sent_after_it_caught_up(self, kit: Kit) -> None:
+        binder = await kit.binder()
+        requires(binder, Capability.STATE)
+        state: Any = binder
+        _, name, sink = await self._changelog(kit, binder)
+        box = sink.outbox()
+        await box.add([Message(b"old", {}, b"k", 1)])
+        await box.confirm()
+        seen: list[bytes] = []
+        caught_up = asyncio.Event()
+
+        async def follow() -> None:
+            async for batch in state.replay(name, None, True):
+                if batch is None:
+                    caught_up.set()
+                    continue
+                seen.extend(m.payload for m in batch)
+
+        task = asyncio.get_running_loop().create_task(follow())
+        try:
+            await asyncio.wait_for(caught_up.wait(), kit.subject.timeout)
+            assert seen == [b"old"]
+            box = sink.outbox()
+            await box.add([Message(b"new", {}, b"k", 0)])
+            await box.confirm()
+            await _until(lambda: seen == [b"old", b"new"], kit.subject.timeout, "the new record")
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            await sink.close()
+
+    async def test_partition_listeners_hear_assignments_before_records(self, kit: Kit) -> None:
+        binder = await kit.binder()
+        requires(binder, Capability.STATE)
+        src = kit.name("state-in")
+        producer = await kit.producer(binder, src, partition_count=2)
+        events: list[str] = []
+
+        class Listener:
+            async def assigned(self, partitions: set[int]) -> None:
+                events.append(f"assigned {sorted(partitions)}")
+
+            async def revoked(self, partitions: set[int]) -> None:
+                events.append(f"revoked {sorted(partitions)}")
+
+        async def handle(batch: Sequence[Message[bytes]]) -> Sequence[Outcome]:
+            events.extend("record" for _ in batch)
+            return [None] * len(batch)
+
+        await producer.send([Message(b"x", {}, None, 0), Message(b"y", {}, None, 1)])
+        binding = await kit.consumer(binder, src, "g", handle, auto_startup=False)
+        subscription: Any = binding.subscription
+        subscription.listen(Listener())
+        await binding.start()
+        await _until(lambda: events.count("record") == 2, kit.subject.timeout, "both records")
+        assert events[0] == "assigned [0, 1]", events
+
     # -- volume and pressure -----------------------------------------------------------
 
     async def test_ten_thousand_through_a_function_arrive_exactly_once(self, kit: Kit) -> None:

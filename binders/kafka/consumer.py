@@ -568,8 +568,9 @@ class KafkaSource:
             await _bounded(self._flush(consumer), self._revoke_wait)
             self.pending.clear()
         mine = {tp.partition for tp in revoked if tp.topic == self.sub.topic}
-        for listener in self.sub.listeners:
-            await listener.revoked(mine)
+        if mine:
+            for listener in self.sub.listeners:
+                await listener.revoked(mine)
 
     async def assigned(self, consumer: Any, assigned: set[Any]) -> None:
         """New partitions: apply reset-offsets, pause if the binding is paused, and commit
