@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import report, startup
+from bench import report, startup, state
 from bench.common import METRICS, Measure, Unavailable, warm_metrics
 from bench.workload import FULL, QUICK, SCENARIOS, SIZES, TINY, TITLES, Plan
 
@@ -65,6 +65,7 @@ async def run(
     scenarios: Sequence[str],
     sizes: Sequence[str],
     with_startup: bool,
+    with_state: bool = True,
 ) -> tuple[dict[str, Any], list[report.Case]]:
     """Every case of every reachable binder: the document ``latest.json`` holds, and the
     cases themselves (for the chart)."""
@@ -131,6 +132,17 @@ async def run(
         "skipped": skipped,
         "cases": [c.as_json() for c in cases],
     }
+    if with_state and "kafka" in binders and "kafka" not in skipped:
+        _say("measuring store restore from a Kafka changelog")
+        try:
+            document["state"] = await state.measure(
+                plan.state_records,
+                keys=min(10_000, plan.state_records // 4),
+                repeats=max(3, plan.repeats),
+            )
+        except Exception as exc:
+            document["state_error"] = f"{type(exc).__name__}: {exc}"
+            _say(f"store restore: FAILED {exc}")
     if with_startup:
         _say("measuring start-up and idle memory (binder run subprocesses)")
         profiles = [b for b in binders if b != "memory" and b not in skipped]
@@ -210,6 +222,18 @@ def _summary(document: dict[str, Any]) -> str:
     for case in document["cases"]:
         for error in case.get("errors", []):
             lines.append(f"\nFAILED {case['binder']} {case['scenario']} {case['payload']}: {error}")
+    restore = document.get("state")
+    if restore:
+        lines += [
+            "",
+            f"Store restore from a Kafka changelog ({restore['records']:,} records, "
+            f"{restore['keys']:,} keys, {restore['partitions']} partitions): "
+            f"{restore['framework_median']:,.0f} records/s, values validated into the "
+            f"store's model (a plain aiokafka reader keeping raw bytes: "
+            f"{restore['baseline_median']:,.0f} records/s)",
+        ]
+    if "state_error" in document:
+        lines.append(f"\nFAILED store restore: {document['state_error']}")
     s = document.get("startup")
     if s:
         rss = ", ".join(f"{k} {v:.1f} MiB" for k, v in s["idle_rss_mib"].items())
@@ -235,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(SIZES), help=", ".join(SIZES))
     parser.add_argument("--repeats", type=int, help="repeats of each case (default per mode)")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up/RSS part")
+    parser.add_argument(
+        "--no-state", action="store_true", help="skip the store-restore part (Kafka)"
+    )
     parser.add_argument(
         "--metrics",
         action="store_true",
@@ -266,7 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "kafka", "pika"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    document, cases = asyncio.run(run(binders, plan, scenarios, sizes, not args.no_startup))
+    document, cases = asyncio.run(
+        run(binders, plan, scenarios, sizes, not args.no_startup, not args.no_state)
+    )
     text = _summary(document)
     print(text)
     report.write_json(args.out / "latest.json", document)

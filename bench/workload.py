@@ -71,6 +71,8 @@ class Plan:
     repeats: int
     rate: int  # messages per second in the latency runs
     latency_seconds: float
+    #: Changelog records a store restores from in the state part (Kafka).
+    state_records: int = 200_000
 
     def count(self, binder: str, size: str) -> int:
         """Messages per throughput run for ``binder`` and ``size``."""
@@ -97,6 +99,7 @@ QUICK = Plan(
     repeats=2,
     rate=1000,
     latency_seconds=1.0,
+    state_records=50_000,
 )
 
 #: For the smoke test: proves every path runs, measures nothing worth keeping.
@@ -109,4 +112,5 @@ TINY = Plan(
     repeats=1,
     rate=500,
     latency_seconds=0.2,
+    state_records=2_000,
 )

@@ -42,6 +42,15 @@ T = TypeVar("T")
 _DELETED: Any = object()
 
 
+class _Encoded:
+    """A restored value as the changelog holds it, read when first used."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+
 class _Writing:
     """What one consumer task's batch has written so far (per store)."""
 
@@ -85,8 +94,35 @@ class Store(Generic[T]):
             found = changes.get(k)
             if found is not None:
                 return found
-        committed: tuple[int, Any] | None = self._committed.get(k)
-        return committed
+        return self._committed_at(k)
+
+    def _committed_at(self, k: str) -> tuple[int, Any] | None:
+        """The committed entry of ``k``, its value read from the changelog's bytes on first
+        use (a restore keeps the bytes: most keys of a large store are never read before
+        they are written again)."""
+        found: tuple[int, Any] | None = self._committed.get(k)
+        if found is None or type(found[1]) is not _Encoded:
+            return found
+        try:
+            value = self._adapter.validate_json(found[1].raw)
+        except ValidationError as exc:
+            log.warning(
+                "store %s: a changelog value for key %r cannot be read (%d problem(s)); "
+                "the key is treated as having none",
+                self.name,
+                k[:60],
+                exc.error_count(),
+            )
+            del self._committed[k]
+            return None
+        entry = (found[0], value)
+        self._committed[k] = entry
+        return entry
+
+    def _all_committed(self) -> dict[str, tuple[int, Any]]:
+        for k in [k for k, pv in self._committed.items() if type(pv[1]) is _Encoded]:
+            self._committed_at(k)
+        return self._committed
 
     def get(self, key: Any, default: T | None = None) -> T | None:
         """The value of ``key`` as the message being processed sees it, or ``default``."""
@@ -132,7 +168,7 @@ class Store(Generic[T]):
 
     def items(self) -> Iterator[tuple[str, T]]:
         """Every key and value, as the message being processed sees them."""
-        merged = dict(self._committed)
+        merged = dict(self._all_committed())
         for _, changes in self._pending:
             merged.update(changes)
         writing = self._writing.get()
@@ -210,15 +246,7 @@ class Store(Generic[T]):
         if not value:
             self._committed.pop(k, None)
             return
-        try:
-            self._committed[k] = (partition, self._adapter.validate_json(value))
-        except ValidationError as exc:
-            log.warning(
-                "store %s: a changelog value for key %r cannot be read (%d problem(s)); skipped",
-                self.name,
-                k[:60],
-                exc.error_count(),
-            )
+        self._committed[k] = (partition, _Encoded(value))
 
     def drop(self, partitions: Collection[int]) -> None:
         """Forget the state of partitions this consumer no longer owns."""
@@ -230,11 +258,11 @@ class Store(Generic[T]):
 
     def snapshot(self) -> dict[str, Any]:
         """The committed state (what queries show)."""
-        return {k: v for k, (_, v) in self._committed.items() if v is not _DELETED}
+        return {k: v for k, (_, v) in self._all_committed().items() if v is not _DELETED}
 
     def lookup(self, key: str) -> tuple[bool, Any]:
         """(found, value) of ``key`` in the committed state (queries)."""
-        found = self._committed.get(key)
+        found = self._committed_at(key)
         return (False, None) if found is None else (True, found[1])
 
 

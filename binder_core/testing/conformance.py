@@ -621,7 +621,7 @@ class BinderConformance:
             Message(b"1", {}, b"a", 0),
             Message(b"2", {}, b"b", 1),
             Message(b"3", {}, b"a", 0),
-            Message(None, {}, b"b", 1),  # type: ignore[arg-type]  # a tombstone
+            Message(None, {}, b"b", 1),  # a tombstone
         ]
         box = sink.outbox()
         await box.add(records)

@@ -301,7 +301,8 @@ class KafkaBinder:
                             return
                 data = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for records in data.values():
-                    yield [Message(r.value, {}, r.key, r.partition) for r in records]
+                    # Records of a replay carry no headers: one shared empty mapping.
+                    yield [Message(r.value, _NO_HEADERS, r.key, r.partition) for r in records]
         finally:
             await _quietly(consumer.stop())
 
@@ -349,6 +350,9 @@ class KafkaBinder:
         shared, self._producers = list(self._producers.values()), {}
         await asyncio.gather(*(stop_client(s.client, s.close_timeout) for s in shared))
         await self.provisioner.close()
+
+
+_NO_HEADERS: dict[str, Any] = {}
 
 
 async def _quietly(coro: Any) -> None:

@@ -69,6 +69,12 @@ def test_memory_benchmark_and_startup(tmp_path: Path) -> None:
 def test_kafka_benchmark(tmp_path: Path, kafka_bootstrap: str) -> None:
     document = run_bench(tmp_path, "--binders", "kafka", "--sizes", "small", "--no-startup")
     check_cases(document, "kafka", sizes=1)
+    # The store-restore part restored every record, on both sides.
+    restore = document["state"]
+    assert restore["records"] == 2_000 and restore["keys"] == 500
+    assert len(restore["framework_records_per_s"]) == len(restore["baseline_records_per_s"]) >= 3
+    assert restore["framework_median"] > 0 and restore["baseline_median"] > 0
+    assert "Store restore from a Kafka changelog" in (tmp_path / "latest.md").read_text()
 
 
 @pytest.mark.rabbit
