@@ -4,24 +4,28 @@ of the same topic.
 The changelog holds ``records`` changes of ``keys`` keys over four partitions (JSON
 values, as the core writes them). The framework side is what an instance does when it is
 assigned partitions: the binder replays the changelog (read_committed, from the
-beginning to the end it had when it began) and the store validates each value into the
-store's type. The baseline reads the same records with a plain consumer to the same end
-and keeps the last value per key as bytes, with no validation: the client's own limit.
+beginning to the end it had when it began) into the store, in memory or in an SQLite file
+(``stream.state.backend``), which keeps each value's bytes until it is read. The
+baseline reads the same records with a plain consumer to the same end and keeps the last
+value per key as bytes: the client's own limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from bench.common import Unavailable
 from bench.kafka import BOOTSTRAP
+from binder_core.committed import InSqlite
 from binder_core.keepers import StateKeeper
 from binder_core.state import Store
 
@@ -56,16 +60,15 @@ async def measure(records: int, keys: int, repeats: int) -> dict[str, Any]:
         binder = KafkaBinder("bench", env)
         await binder.start()
         framework: list[float] = []
+        sqlite: list[float] = []
         baseline: list[float] = []
         try:
-            for _ in range(repeats):
-                store: Store[Position] = Store("bench.positions", Position)
-                keeper = StateKeeper("bench", binder, {store.name: (store, topic)})
-                done = await keeper.restore(range(PARTITIONS))
-                assert done.records == records, (done.records, records)
-                assert len(store.snapshot()) == keys
-                framework.append(done.rate)
-                baseline.append(await _plain(topic, records))
+            with tempfile.TemporaryDirectory(prefix="bench-state-") as directory:
+                for _ in range(repeats):
+                    framework.append(await _restore(binder, topic, records, keys, None))
+                    on_disk = InSqlite(Path(directory) / "s.sqlite", _encode)
+                    sqlite.append(await _restore(binder, topic, records, keys, on_disk))
+                    baseline.append(await _plain(topic, records))
         finally:
             await binder.close()
         return {
@@ -73,8 +76,10 @@ async def measure(records: int, keys: int, repeats: int) -> dict[str, Any]:
             "keys": keys,
             "partitions": PARTITIONS,
             "framework_records_per_s": framework,
+            "sqlite_records_per_s": sqlite,
             "baseline_records_per_s": baseline,
             "framework_median": _median(framework),
+            "sqlite_median": _median(sqlite),
             "baseline_median": _median(baseline),
         }
     finally:
@@ -82,6 +87,24 @@ async def measure(records: int, keys: int, repeats: int) -> dict[str, Any]:
             await admin.delete_topics([topic])
         finally:
             await admin.close()
+
+
+_encode = TypeAdapter(Position).dump_json
+
+
+async def _restore(
+    binder: Any, topic: str, records: int, keys: int, committed: InSqlite | None
+) -> float:
+    """One restore of every partition into a new store (in memory, or in ``committed``)."""
+    store: Store[Position] = Store("bench.positions", Position, committed)
+    keeper = StateKeeper("bench", binder, {store.name: (store, topic)})
+    try:
+        done = await keeper.restore(range(PARTITIONS))
+        assert done.records == records, (done.records, records)
+        assert store.size() == keys
+        return done.rate
+    finally:
+        store.close()
 
 
 async def _fill(topic: str, records: int, keys: int) -> None:

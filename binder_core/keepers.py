@@ -96,8 +96,7 @@ class StateKeeper:
             async for batch in self._binder.replay(changelog, sorted(partitions), False):
                 if batch is None:
                     break
-                for message in batch:
-                    store.restore(message.partition or 0, message.key, message.payload)
+                store.restore(batch)
                 count += len(batch)
         done = Restore(count, loop.time() - started)
         self.restores.append(done)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -608,6 +609,23 @@ class TracingProperties(Props):
     )
 
 
+class StateProperties(Props):
+    """``stream.state``: where the stores of the app's functions keep what they hold."""
+
+    backend: Literal["memory", "sqlite"] = Field(
+        "memory",
+        description="memory: a dictionary per store (fastest; the state must fit in memory). "
+        "sqlite: an SQLite file per store (Python's own sqlite3) for state larger than "
+        "memory, its most recently used values also in memory. Either way a store on Kafka "
+        "is restored from its changelog; the file is a cache, removed when the app stops.",
+    )
+    directory: Path | None = Field(
+        None,
+        description="Where sqlite stores keep their files; default: a new temporary "
+        "directory, removed when the app stops.",
+    )
+
+
 class StreamProperties(Props):
     """The ``stream:`` tree (Spring's ``spring.cloud.stream``). Binder-type sections
     (``stream.kafka``, ...) are validated separately against the models their plugins
@@ -670,6 +688,7 @@ class StreamProperties(Props):
     )
     management: ManagementProperties = Field(default_factory=ManagementProperties)
     tracing: TracingProperties = Field(default_factory=TracingProperties)
+    state: StateProperties = Field(default_factory=StateProperties)
 
     _keys = field_validator("bindings", "binders", mode="before")(_canonical_keys)
 

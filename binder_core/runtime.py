@@ -84,7 +84,7 @@ class App:
         self.bridge = StreamBridge(self)
         self.management: Management | None = None
         #: The stores and tables of the app's functions (``binder_core.state``).
-        self.state = AppState()
+        self.state = AppState(config.stream.state)
         self._tracing = False  # decided at bind: the app may install its SDK until then
 
     async def start(self) -> None:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from binder_core.committed import Committed, Encoded, InMemory
 from binder_core.message import Message
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,6 @@ T = TypeVar("T")
 
 #: A change that removes the key (a tombstone in the changelog).
 _DELETED: Any = object()
-
-
-class _Encoded:
-    """A restored value as the changelog holds it, read when first used."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
 
 
 class _Writing:
@@ -71,11 +63,12 @@ class Store(Generic[T]):
     and a batch processed while the one before it is confirmed never see each other's
     uncommitted writes undone."""
 
-    def __init__(self, name: str, kind: Any) -> None:
+    def __init__(self, name: str, kind: Any, committed: Committed | None = None) -> None:
         self.name = name
         self._adapter: TypeAdapter[Any] = TypeAdapter(kind)
-        #: key -> (partition, value): what acknowledged batches left.
-        self._committed: dict[str, tuple[int, Any]] = {}
+        #: key -> (partition, value): what acknowledged batches left (a dictionary, or
+        #: an SQLite file: ``binder_core.committed``).
+        self._committed: Committed = committed if committed is not None else InMemory()
         #: Changes of batches processed and not yet acknowledged, oldest first, with the
         #: task that processed them (a task giving its batches back forgets its own).
         self._pending: list[tuple[object, dict[str, tuple[int, Any]]]] = []
@@ -101,7 +94,7 @@ class Store(Generic[T]):
         use (a restore keeps the bytes: most keys of a large store are never read before
         they are written again)."""
         found: tuple[int, Any] | None = self._committed.get(k)
-        if found is None or type(found[1]) is not _Encoded:
+        if found is None or type(found[1]) is not Encoded:
             return found
         try:
             value = self._adapter.validate_json(found[1].raw)
@@ -113,16 +106,23 @@ class Store(Generic[T]):
                 k[:60],
                 exc.error_count(),
             )
-            del self._committed[k]
+            self._committed.apply([(k, None)])
             return None
         entry = (found[0], value)
-        self._committed[k] = entry
+        self._committed.remember(k, entry)
         return entry
 
     def _all_committed(self) -> dict[str, tuple[int, Any]]:
-        for k in [k for k, pv in self._committed.items() if type(pv[1]) is _Encoded]:
-            self._committed_at(k)
-        return self._committed
+        """Every committed entry, read."""
+        out: dict[str, tuple[int, Any]] = {}
+        for k, entry in self._committed.items():
+            if type(entry[1]) is Encoded:
+                read = self._committed_at(k)
+                if read is None:
+                    continue
+                entry = read
+            out[k] = entry
+        return out
 
     def get(self, key: Any, default: T | None = None) -> T | None:
         """The value of ``key`` as the message being processed sees it, or ``default``."""
@@ -214,12 +214,7 @@ class Store(Generic[T]):
             if pending is changes:
                 del self._pending[i]
                 break
-        committed = self._committed
-        for k, pv in changes.items():
-            if pv[1] is _DELETED:
-                committed.pop(k, None)
-            else:
-                committed[k] = pv
+        self._committed.apply((k, None if pv[1] is _DELETED else pv) for k, pv in changes.items())
 
     def forget(self) -> None:
         """This task gave its unacknowledged batches back: forget what they wrote (they
@@ -238,20 +233,18 @@ class Store(Generic[T]):
     def encode(self, value: Any) -> bytes:
         return self._adapter.dump_json(value)
 
-    def restore(self, partition: int, key: bytes | None, value: bytes | None) -> None:
-        """One changelog record (replayed in order)."""
-        if key is None:
-            return
-        k = key.decode("utf-8", "replace")
-        if not value:
-            self._committed.pop(k, None)
-            return
-        self._committed[k] = (partition, _Encoded(value))
+    def restore(self, records: Iterable[Message[bytes]]) -> None:
+        """Changelog records, replayed in order (kept as bytes until read)."""
+        self._committed.restore(
+            (m.key.decode("utf-8", "replace"), m.partition or 0, m.payload)
+            for m in records
+            if m.key is not None
+        )
 
     def drop(self, partitions: Collection[int]) -> None:
         """Forget the state of partitions this consumer no longer owns."""
         lost = set(partitions)
-        self._committed = {k: pv for k, pv in self._committed.items() if pv[0] not in lost}
+        self._committed.drop(lost)
         for _, changes in self._pending:
             for k in [k for k, pv in changes.items() if pv[0] in lost]:
                 del changes[k]
@@ -264,6 +257,14 @@ class Store(Generic[T]):
         """(found, value) of ``key`` in the committed state (queries)."""
         found = self._committed_at(key)
         return (False, None) if found is None else (True, found[1])
+
+    def size(self) -> int:
+        """How many keys the committed state holds (without reading their values)."""
+        return len(self._committed)
+
+    def close(self) -> None:
+        """The app stops: release what holds the state (an SQLite file is removed)."""
+        self._committed.close()
 
 
 def _task() -> object:

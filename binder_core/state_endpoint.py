@@ -46,7 +46,7 @@ class StateRoutes:
         entry: dict[str, Any] = {"name": name}
         if isinstance(found, Store):
             entry["kind"] = "store"
-            entry["keys"] = len(found.snapshot())
+            entry["keys"] = found.size()
             keeper = next((k for k in self._state.keepers if found.name in k.changelogs), None)
             entry["durable"] = keeper is not None
             if keeper is not None:

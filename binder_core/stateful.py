@@ -7,9 +7,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
+from binder_core.committed import InSqlite
 from binder_core.conversion import OCTET, ToBytes
 from binder_core.errors import BinderException
 from binder_core.functions import Definition
@@ -19,7 +27,7 @@ from binder_core.message import Message
 from binder_core.output import Output
 from binder_core.pipeline import Pipeline
 from binder_core.plan import BindingPlan
-from binder_core.properties import ProducerProperties
+from binder_core.properties import ProducerProperties, StateProperties
 from binder_core.spi import (
     Binder,
     Capability,
@@ -44,7 +52,10 @@ def changelog_name(group: str, function: str, param: str) -> str:
 class AppState:
     """Every store and table of one app, by name (``function.parameter``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, props: StateProperties | None = None) -> None:
+        self._props = props or StateProperties()
+        self._directory: Path | None = None  # made for sqlite stores when first needed
+        self._temporary = False
         self.stores: dict[str, Store[Any]] = {}
         self.tables: dict[str, Table[Any]] = {}
         #: The table each table binding (``<function>-in-1``, ...) feeds.
@@ -55,6 +66,19 @@ class AppState:
         self._consumers: list[Any] = []  # table bindings on binders without replay
 
     # -- binding ---------------------------------------------------------------------------
+
+    def _sqlite(self, name: str, encode: Any) -> InSqlite:
+        """An SQLite file for store ``name`` (``stream.state.backend: sqlite``)."""
+        if self._directory is None:
+            configured = self._props.directory
+            if configured is None:
+                self._directory = Path(tempfile.mkdtemp(prefix="binder-state-"))
+                self._temporary = True
+            else:
+                configured.mkdir(parents=True, exist_ok=True)
+                self._directory = configured
+        unique = f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.sqlite"
+        return InSqlite(self._directory / unique, encode)
 
     def bind_functions(
         self, definition: Definition
@@ -72,7 +96,12 @@ class AppState:
             for param, kind, value_type in part.state:
                 name = f"{part.name}.{param}"
                 if kind == "store":
-                    store: Store[Any] = Store(name, value_type)
+                    committed = (
+                        self._sqlite(name, TypeAdapter(value_type).dump_json)
+                        if self._props.backend == "sqlite"
+                        else None
+                    )
+                    store: Store[Any] = Store(name, value_type, committed)
                     stores.append(store)
                     self.stores[name] = store
                     passed[param] = store
@@ -245,3 +274,8 @@ class AppState:
         self._consumers.clear()
         self._followers.clear()
         self._outputs.clear()
+        for store in self.stores.values():
+            store.close()
+        if self._temporary and self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None

@@ -74,6 +74,7 @@ def test_kafka_benchmark(tmp_path: Path, kafka_bootstrap: str) -> None:
     assert restore["records"] == 2_000 and restore["keys"] == 500
     assert len(restore["framework_records_per_s"]) == len(restore["baseline_records_per_s"]) >= 3
     assert restore["framework_median"] > 0 and restore["baseline_median"] > 0
+    assert len(restore["sqlite_records_per_s"]) >= 3 and restore["sqlite_median"] > 0
     assert "Store restore from a Kafka changelog" in (tmp_path / "latest.md").read_text()
 
 

@@ -317,3 +317,45 @@ async def test_stores_and_tables_are_read_on_the_management_endpoint() -> None:
         rows = [line.split() for line in got.stdout.splitlines()]
         assert rows[1][:3] == ["alerts.counts", "store", "2"]
         assert "in this process only" in got.stdout
+
+
+async def test_an_sqlite_backed_store_keeps_state_beyond_its_cache(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from binder_core import committed
+
+    monkeypatch.setattr(committed, "CACHE_ENTRIES", 3)  # most values only in the file
+    props = _props()
+    props["stream"]["state"] = {"backend": "sqlite", "directory": str(tmp_path)}
+    symbols = [f"S{i}" for i in range(20)]
+    async with TestApp({"counter": counter}, properties=props) as app:
+        for _ in range(2):
+            for symbol in symbols:
+                await app.send("ticks", {"symbol": symbol, "price": 1.0})
+        got = [m.payload.decode() for m in await app.receive_all("counts", 40)]
+        assert got[20:] == [f"{s}=2" for s in symbols]
+        files = list(tmp_path.glob("counter.counts-*.sqlite"))
+        assert len(files) == 1
+        assert app.app is not None
+        store = app.app.state.find("counts")
+        assert store is not None and store.size() == 20
+        assert {k: v.n for k, v in store.snapshot().items()} == {s: 2 for s in symbols}
+    assert not list(tmp_path.glob("*.sqlite")), "the file is removed when the app stops"
+
+
+def test_sqlite_state_applies_a_batch_in_order_and_drops_partitions(tmp_path: Any) -> None:
+    from binder_core.committed import Encoded, InSqlite
+
+    db = InSqlite(tmp_path / "s.sqlite", lambda v: json.dumps(v).encode())
+    db.apply([("a", (0, 1)), ("b", (1, 2)), ("a", None), ("c", (1, 3)), ("a", (0, 4))])
+    assert db.get("a") == (0, 4) and db.get("b") == (1, 2)
+    db.apply([("b", None)])
+    assert db.get("b") is None
+    db.restore([("d", 0, b"5"), ("c", 1, None), ("e", 1, b"6")])
+    found = db.get("d")
+    assert found is not None and isinstance(found[1], Encoded) and found[1].raw == b"5"
+    assert sorted(k for k, _ in db.items()) == ["a", "d", "e"]
+    db.drop([1])
+    assert sorted(k for k, _ in db.items()) == ["a", "d"] and len(db) == 2
+    db.close()
+    assert not (tmp_path / "s.sqlite").exists()

@@ -64,11 +64,14 @@ def _latest(records: list[Any]) -> dict[str, int]:
     return best
 
 
-async def test_a_restarted_app_restores_its_store_from_the_changelog(kit: Kit) -> None:
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_restarted_app_restores_its_store_from_the_changelog(
+    kit: Kit, backend: str
+) -> None:
     ticks, out, group = kit.name("ticks"), kit.name("counts"), kit.name("g")
     await kit.create(ticks, 2)
     symbols = ["A", "B", "C", "D"]
-    stream = _stream(kit, ticks, out, group)
+    stream = {**_stream(kit, ticks, out, group), "state": {"backend": backend}}
     first = [s for _ in range(5) for s in symbols]
     await kit.produce(ticks, _ticks(first), keys=[s.encode() for s in first])
     async with running_app({"counter": counter}, stream) as app:
