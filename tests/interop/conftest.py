@@ -7,24 +7,43 @@ A Spring app that cannot be built (no JDK or Maven here) skips its tests, or wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from tests.brokers import _skip_or_fail, make_unique_namer, require_broker
-from tests.interop.spring import SpringApp, SpringUnavailable, build_jar
+from tests.interop.spring import RUNNING, SpringApp, SpringUnavailable, build_jar
 from tests.interop.wire import Wire, make_wire
 
 StartSpring = Callable[[Mapping[str, object]], SpringApp]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report shows the WARN and ERROR lines of every Spring JVM running."""
+    report = yield
+    if report.failed:
+        for app in RUNNING:
+            report.sections.append((f"Spring app log {app.log}", app.problems()))
+    return report
+
+
 @pytest.fixture(scope="session")
-def spring_jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Spring app's Boot jar, built with Maven when a source is newer than it."""
+def spring_jar(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Spring app's Boot jar, built with Maven when a source is newer than it (said on
+    the terminal, output captured or not: the first build takes a while)."""
     log = tmp_path_factory.getbasetemp() / "spring-app-maven.log"
+    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if terminal is not None:
+            terminal.write_line(f"\n{line}")
+
     try:
-        return build_jar(log)
+        return build_jar(log, say)
     except SpringUnavailable as exc:
         _skip_or_fail(str(exc), "a Spring app that cannot be built fails")
         raise  # not reached: the call above skips or fails

@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def jar_is_current() -> bool:
     return all(p.stat().st_mtime <= built for p in _sources())
 
 
-def build_jar(log: Path) -> Path:
+def build_jar(log: Path, say: Callable[[str], None] = print) -> Path:
     """The Boot jar, built first if a source changed since (Maven's output to ``log``).
 
     The first build downloads Spring Boot, Spring Cloud Stream and both binders into
@@ -65,7 +65,7 @@ def build_jar(log: Path) -> Path:
             f"cannot build the Spring app: {', '.join(missing)} not found (install a JDK 17 "
             "and Maven: apt-get install openjdk-17-jdk-headless maven)"
         )
-    print(f"\nbuilding the Spring app with Maven ({PROJECT}, log: {log})", flush=True)
+    say(f"building the Spring app of the interoperability tests with Maven ({PROJECT}, log: {log})")
     started = time.monotonic()
     argv = [
         "mvn", "-B", "--no-transfer-progress",
@@ -80,7 +80,7 @@ def build_jar(log: Path) -> Path:
     if result.returncode != 0 or not JAR.is_file():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise SpringUnavailable(f"Maven could not build the Spring app (log: {log}):\n{tail}")
-    print(f"built {JAR} in {time.monotonic() - started:.0f} s", flush=True)
+    say(f"built {JAR} in {time.monotonic() - started:.0f} s")
     return JAR
 
 
@@ -116,10 +116,15 @@ def _parse(line: str) -> Received:
     return Received(data["consumer"], base64.b64decode(data["payloadBase64"]), headers)
 
 
+#: The JVMs running now, whose logs a failing test's report shows.
+RUNNING: list[SpringApp] = []
+
+
 class SpringApp:
     """One JVM running the Spring app with ``properties`` (``--key=value`` each)."""
 
     def __init__(self, jar: Path, properties: Mapping[str, object], log: Path) -> None:
+        RUNNING.append(self)
         self.log = log
         self.properties = {k: str(v) for k, v in properties.items()}
         argv = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-jar", str(jar)]
@@ -189,8 +194,15 @@ class SpringApp:
                 )
             await asyncio.sleep(0.1)
 
+    def problems(self, lines: int = 40) -> str:
+        """The log's WARN and ERROR lines (the last ``lines`` of them)."""
+        found = [line for line in self.output.splitlines() if " WARN " in line or " ERROR " in line]
+        return "\n".join(found[-lines:]) or "(no WARN or ERROR lines)"
+
     def stop(self) -> int:
         """SIGTERM (Spring closes its bindings), SIGKILL if it has not exited in time."""
+        if self in RUNNING:
+            RUNNING.remove(self)
         if self.running():
             self.proc.send_signal(signal.SIGTERM)
             try:
