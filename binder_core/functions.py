@@ -141,8 +141,16 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
         raise TypeError(f"'{name}' has no readable signature: {exc}") from None
     try:
         hints = typing.get_type_hints(target)
-    except Exception:
+    except Exception as exc:
         hints = {}
+        for p in sig.parameters.values():
+            text = p.annotation if isinstance(p.annotation, str) else ""
+            if text.split("[", 1)[0].rsplit(".", 1)[-1] in ("Store", "Table", "GlobalTable"):
+                raise TypeError(
+                    f"'{name}': the type of parameter '{p.name}' ({text}) cannot be read "
+                    f"({type(exc).__name__}: {exc}); import it where the function is "
+                    "defined, at module level"
+                ) from None
     params = [
         p
         for p in sig.parameters.values()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -35,6 +36,9 @@ from binder_core.streams import StreamDriver
 from binder_core.tracing import Tracing
 
 log = logging.getLogger(__name__)
+
+#: Where a path that may trace runs untraced.
+_UNTRACED = contextlib.nullcontext(None)
 
 #: Inputs processed between two hand-overs when the outbox gives no hint of its own.
 _SLICE = 16
@@ -401,23 +405,28 @@ class Pipeline:
             values = await apply(arg(msg))
             return [to_wire(v) for v in values] if to_wire is not None else []
 
+        tracing = self.tracing
         try:
-            for msg in batch.messages:
-                for layer in layers:
-                    layer.partition = msg.partition or 0
-                outcome: Outcome = None
-                try:
-                    made = await attempt(msg)
-                except Exception as exc:
-                    result = await self._attempts(exc, functools.partial(attempt, msg))
-                    made = [] if isinstance(result, Exception) else result
-                    if isinstance(result, Exception):
-                        outcome = result
-                for layer in layers:
-                    Store.message_done(layer, outcome is None)
-                pending.extend(made)
-                outcomes.append(outcome)
-                spans.append(len(pending))
+            with tracing.receive(len(batch.messages)) if tracing else _UNTRACED as receive:
+                for msg in batch.messages:
+                    for layer in layers:
+                        layer.partition = msg.partition or 0
+                    outcome: Outcome = None
+                    with tracing.process((msg,), receive) if tracing else _UNTRACED as span:
+                        try:
+                            made = await attempt(msg)
+                        except Exception as exc:
+                            result = await self._attempts(exc, functools.partial(attempt, msg))
+                            made = [] if isinstance(result, Exception) else result
+                            if isinstance(result, Exception):
+                                outcome = result
+                                if tracing:
+                                    tracing.failed(span, outcome)
+                    for layer in layers:
+                        Store.message_done(layer, outcome is None)
+                    pending.extend(made)
+                    outcomes.append(outcome)
+                    spans.append(len(pending))
         finally:
             changed = [(store, store.end()) for store in stores]
         work.state = [(store, changes) for store, changes in changed if changes is not None]

@@ -359,3 +359,11 @@ def test_sqlite_state_applies_a_batch_in_order_and_drops_partitions(tmp_path: An
     assert sorted(k for k, _ in db.items()) == ["a", "d"] and len(db) == 2
     db.close()
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_store_type_that_cannot_be_read_is_named() -> None:
+    def keep(word: str, seen: Store[Missing]) -> str:  # type: ignore[name-defined]  # noqa: F821
+        return word
+
+    with pytest.raises(TypeError, match=r"parameter 'seen' \(Store\[Missing\]\) cannot be read"):
+        inspect_function("keep", keep)

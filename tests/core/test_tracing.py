@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from binder_core import StreamBridge
+from binder_core import Store, StreamBridge
 from binder_core.properties import TracingProperties
 from binder_core.testing import TestApp
 from binder_core.tracing import TRACEPARENT, enabled, use_provider
@@ -153,3 +153,35 @@ async def test_a_batch_function_links_every_message() -> None:
     span = spans("process in")[0]
     linked = {link.context.trace_id for link in span.links}
     assert int("0af7651916cd43dd8448eb211c80319c", 16) in linked
+
+
+async def test_a_function_that_keeps_state_is_traced_like_any_other() -> None:
+    def count(word: str, seen: Store[int]) -> str:
+        if word == "bad":
+            raise ValueError("no")
+        seen[word] = (seen.get(word) or 0) + 1
+        return f"{word}={seen[word]}"
+
+    tree = {
+        "stream": {
+            "default": {"consumer": {"max-attempts": 1}},
+            "bindings": {
+                "count-in-0": {"destination": "in", "group": "g", "content-type": "text/plain"},
+                "count-out-0": {"destination": "out", "content-type": "text/plain"},
+            },
+        }
+    }
+    async with TestApp({"count": count}, properties=tree) as app:
+        await app.send("in", "a", headers={TRACEPARENT: _parent()})
+        sent = await app.receive("out")
+        await app.send("in", "bad")
+        await app.receive(app.dead_letter_destination("count-in-0"))
+    assert sent.payload == b"a=1"
+    processed = spans("process in")
+    ok = next(s for s in processed if s.status.is_ok)
+    failed = next(s for s in processed if not s.status.is_ok)
+    assert ok.context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)
+    [published] = spans("publish out")
+    assert published.parent.span_id == ok.context.span_id
+    assert sent.headers[TRACEPARENT].split("-")[2] == f"{published.context.span_id:016x}"
+    assert failed.events[0].name == "exception"
