@@ -28,6 +28,10 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 #: A broker-side figure is left out when its sample is older than this many intervals.
 _STALE_AFTER = 3
 
+#: Seconds each broker call of a sample may take, however short the interval: a Kafka lag
+#: query waits behind the consumer's long poll (up to half a second).
+_LEAST_WAIT = 2.0
+
 
 class Observed(Protocol):
     """What the metrics read of an app."""
@@ -78,6 +82,8 @@ class Sampler:
         self.backlog: dict[str, tuple[str, dict[str, int]]] = {}
         self.health: dict[str, Health] = {}
         self.taken = 0.0
+        #: Seconds the last sample took.
+        self.took = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -92,9 +98,10 @@ class Sampler:
 
     @property
     def fresh(self) -> bool:
-        """Whether the last sample is recent enough to show."""
+        """Whether the last sample is recent enough to show (samples come every interval
+        plus the time one takes)."""
         age = asyncio.get_running_loop().time() - self.taken
-        return age < self.interval * _STALE_AFTER
+        return age < (self.interval + self.took) * _STALE_AFTER
 
     async def _run(self) -> None:
         while True:
@@ -105,13 +112,15 @@ class Sampler:
             await asyncio.sleep(self.interval)
 
     async def sample(self) -> None:
-        """Take every figure once (each bounded by the interval).
+        """Take every figure once (each call bounded by the interval, or ``_LEAST_WAIT``
+        seconds when the interval is shorter).
 
         Bounded with ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for``
         can swallow the cancellation that ``stop`` sends when the awaited call finishes at
         the same moment, and the sampler would then sleep on past its stop."""
         app = self._app
-        timeout = self.interval
+        timeout = max(self.interval, _LEAST_WAIT)
+        started = asyncio.get_running_loop().time()
         for name, binder in list(app.binders.items()):
             try:
                 async with asyncio.timeout(timeout):
@@ -124,6 +133,7 @@ class Sampler:
                 continue
             self.backlog[name] = await _backlog(binding, timeout)
         self.taken = asyncio.get_running_loop().time()
+        self.took = self.taken - started
 
 
 async def _backlog(binding: ConsumerBinding, timeout: float) -> tuple[str, dict[str, int]]:

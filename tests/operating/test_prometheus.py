@@ -85,6 +85,8 @@ async def test_prometheus_sees_rate_and_lag_and_a_paused_binding(
     with prometheus.scrape(job, url.removeprefix("http://")):
         async with feeding(kit, topic):
             await eventually(lambda: above_zero(rate), f"a receive rate in Prometheus ({rate})", 60)
+            # The app reads at most what is fed (and about 200 a second, being slow).
+            assert 0 < (await value(rate) or 0) <= FEED_RATE * 1.5
             await eventually(lambda: above_zero(lag), f"a consumer lag in Prometheus ({lag})", 60)
 
             paused = await binder("pause", "slow-in-0", "--url", url)
