@@ -212,10 +212,11 @@ def inspect_function(name: str, fn: Callable[..., Any]) -> FunctionInfo:
     outputs = 1 if consumer else _output_count(returns)
     input_types = tuple(streams) if len(params) > 1 else (input_type,)
     kind = Kind.SUPPLIER if not params else Kind.CONSUMER if consumer else Kind.FUNCTION
-    if state and (reactive or batch or len(params) > 1):
+    if state and (reactive or batch or len(params) > 1 or outputs > 1):
         raise TypeError(
             f"'{name}' keeps state ({', '.join(s[0] for s in state)}): it takes one message "
-            "at a time (not a list, nor a stream)"
+            "at a time (not a list, nor a stream) and returns one output (not a tuple of "
+            "outputs)"
         )
     if kind is Kind.SUPPLIER and consumer:
         raise TypeError(f"'{name}' takes no input and returns None: it cannot be bound")

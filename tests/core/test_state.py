@@ -240,8 +240,14 @@ def test_signatures_that_cannot_keep_state_are_refused() -> None:
 
     with pytest.raises(TypeError, match="must come after the input"):
         inspect_function("first", first)
+
+    def two(tick: Tick, counts: Store[Count]) -> tuple[str, str]:
+        return "", ""
+
     with pytest.raises(TypeError, match="one message at a time"):
         inspect_function("batch", batch)
+    with pytest.raises(TypeError, match="not a tuple of outputs"):
+        inspect_function("two", two)
 
 
 def test_a_store_is_written_only_while_its_function_runs() -> None:
