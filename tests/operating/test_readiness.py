@@ -15,6 +15,7 @@ import pytest
 
 from binder_core.remote import call
 from binder_core.runtime import App
+from tests.brokers import require_own_broker
 from tests.kafka.conftest import running_app
 from tests.support import eventually
 
@@ -40,6 +41,7 @@ def close_connection(name: str) -> None:
 async def test_a_consumer_dropped_by_the_broker_is_restarting_until_it_is_back(
     rabbit_url: str, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    require_own_broker("rabbit")  # rabbitmqctl reaches the local node only
     destination, group, connection = unique_name("words"), "g", unique_name("app")
     got: list[str] = []
 
