@@ -266,9 +266,11 @@ class ConsumerBinding:
         await self._resumed.wait()
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep, waking early when the binding stops."""
+        """Sleep, waking early when the binding stops. (``asyncio.timeout``: on Python 3.11
+        ``wait_for`` can swallow a cancellation that arrives as the wait ends.)"""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._halt.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._halt.wait()
 
     @property
     def sources(self) -> list[Source]:
@@ -518,7 +520,8 @@ class _Loop:
         outbox = work.outbox
         if outbox is not None and work.outputs:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(outbox.confirm(), _ABANDON_WAIT)
+                async with asyncio.timeout(_ABANDON_WAIT):
+                    await outbox.confirm()
 
     # -- transactions --------------------------------------------------------------------
 

@@ -85,6 +85,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _loopback_name(host: str) -> bool:
+    """Whether a request's ``Host`` (``name:port``, ``[v6]:port``) names this machine."""
+    name = host.strip()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    return is_loopback(name.lower())
+
+
 def resolve_token(props: ManagementProperties) -> str | None:
     """The bearer token from the configuration, its file, or its environment variable."""
     if props.token is not None:
@@ -229,6 +239,14 @@ class Management:
 
         token = self._token
         ops = self.ops
+        if token is None and not _loopback_name(request.host):
+            # Without a token the endpoint listens on loopback only; a request naming
+            # another host there came through a name that resolves to 127.0.0.1 (DNS
+            # rebinding): a web page of that name must not read or steer the app.
+            return web.json_response(
+                {"error": "this endpoint answers requests addressed to localhost only"},
+                status=403,
+            )
         if token is not None and not (
             ops is not None and (ops.public(request) or ops.admits(request))
         ):
@@ -260,7 +278,8 @@ class Management:
         binders: dict[str, Any] = {}
         for name, binder in app.binders.items():
             try:
-                health = await asyncio.wait_for(binder.health(), _HEALTH_WAIT)
+                async with asyncio.timeout(_HEALTH_WAIT):
+                    health = await binder.health()
             except Exception as exc:
                 health = Health(False, f"health check failed: {type(exc).__name__}")
             binders[name] = {

@@ -161,3 +161,32 @@ async def test_a_token_is_required_off_loopback_and_checked(
         monkeypatch.delenv(TOKEN_ENV)
         with pytest.raises(RemoteError, match="wants a token"):
             await get(url, "/metrics")
+
+
+async def test_a_request_for_another_host_name_is_refused_without_a_token() -> None:
+    """DNS rebinding: a page at evil.example whose name resolves to 127.0.0.1 reaches a
+    tokenless endpoint with its own name in Host; it gets no data and cannot steer."""
+    import urllib.error
+    import urllib.request
+
+    tree = _tree()
+    del tree["stream"]["management"]["token-env"]
+    async with TestApp({"shout": shout}, properties=tree) as app:
+        assert app.app is not None
+        await app.app.start_management()
+        assert app.app.management is not None
+        port = app.app.management.port
+
+        def status(host: str) -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/bindings")
+            request.add_header("Host", host)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert await asyncio.to_thread(status, f"evil.example:{port}") == 403
+        assert await asyncio.to_thread(status, f"127.0.0.1:{port}") == 200
+        assert await asyncio.to_thread(status, f"localhost:{port}") == 200
+        assert await asyncio.to_thread(status, f"[::1]:{port}") == 200
