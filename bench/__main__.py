@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import logging
 import sys
@@ -25,6 +26,9 @@ from bench.workload import FULL, QUICK, SCENARIOS, SIZES, TINY, TITLES, Plan
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+#: What could not run and why (shown with the skipped binders).
+_SKIPPED: dict[str, str] = {}
+
 
 class Suite(Protocol):
     """One binder's cases: the framework side and the hand-written side."""
@@ -34,8 +38,15 @@ class Suite(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def versions(self) -> dict[str, str]: ...
-    async def framework(self, scenario: str, size: str, n: int, rate: int) -> Measure: ...
-    async def baseline(self, scenario: str, size: str, n: int, rate: int) -> Measure: ...
+    def partition_counts(self, scenario: str, wanted: Sequence[int]) -> list[int]: ...
+    def anchors(self, scenario: str) -> tuple[str, ...]: ...
+    async def framework(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure: ...
+    async def baseline(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure: ...
+    async def anchor(self, name: str, size: str, n: int, partitions: int = 1) -> Measure: ...
 
 
 def _suite(name: str) -> Suite:
@@ -66,6 +77,7 @@ async def run(
     sizes: Sequence[str],
     with_startup: bool,
     with_state: bool = True,
+    with_anchors: bool = True,
 ) -> tuple[dict[str, Any], list[report.Case]]:
     """Every case of every reachable binder: the document ``latest.json`` holds, and the
     cases themselves (for the chart)."""
@@ -85,41 +97,8 @@ async def run(
             versions.update(suite.versions())
             for size in sizes:
                 for scenario in scenarios:
-                    latency = scenario == "latency"
-                    n = (
-                        round(plan.rate * plan.latency_seconds)
-                        if latency
-                        else plan.count(name, size)
-                    )
-                    case = report.Case(name, scenario, size, n, plan.rate if latency else 0)
-                    for r in range(plan.repeats):
-                        try:
-                            a, on = await _framework(suite, scenario, size, n, plan.rate, r)
-                            b = await suite.baseline(scenario, size, n, plan.rate)
-                        except Exception as exc:
-                            # A broker restarted by someone else's test, say: the repeat
-                            # is reported as failed, never silently averaged away.
-                            case.errors.append(f"repeat {r + 1}: {type(exc).__name__}: {exc}")
-                            _say(f"{name:6} {TITLES[scenario]:24} {size:6} #{r + 1}: FAILED {exc}")
-                            continue
-                        case.framework.append(a)
-                        case.baseline.append(b)
-                        if on is not None:
-                            case.metrics.append(on)
-                        detail = (
-                            f"p50 {report._latency(a)['p50_ms']:.2f} ms vs "
-                            f"{report._latency(b)['p50_ms']:.2f} ms"
-                            if latency
-                            else f"{a.rate:10,.0f} vs {b.rate:10,.0f} msg/s "
-                            f"({a.rate / b.rate:.2f}x), CPU {a.cpu_us:.1f} vs {b.cpu_us:.1f} µs/msg"
-                        )
-                        _say(
-                            f"{name:6} {TITLES[scenario]:24} {size:6} #{r + 1}: "
-                            f"framework vs baseline {detail}"
-                        )
-                        if on is not None:
-                            _say(f"{'':6} {'':24} {size:6} #{r + 1}: metrics on {_figure(on)}")
-                    cases.append(case)
+                    for parts in suite.partition_counts(scenario, plan.partitions):
+                        cases.append(await _case(suite, plan, scenario, size, parts, with_anchors))
         finally:
             await suite.close()
     document: dict[str, Any] = {
@@ -129,7 +108,7 @@ async def run(
             "latency_rate": plan.rate,
             "latency_seconds": plan.latency_seconds,
         },
-        "skipped": skipped,
+        "skipped": {**skipped, **_SKIPPED},
         "cases": [c.as_json() for c in cases],
     }
     if with_state and "kafka" in binders and "kafka" not in skipped:
@@ -150,6 +129,7 @@ async def run(
     document["machine"] = report.machine(versions)
     document["seconds"] = round(time.monotonic() - started, 1)
     document["table"] = report.table(cases)
+    document["limits_table"] = report.limits_table(cases)
     if METRICS.wanted:
         document["metrics_table"] = report.metrics_table(cases)
         took = sorted(METRICS.scrapes)
@@ -162,18 +142,82 @@ async def run(
     return document, cases
 
 
+async def _case(
+    suite: Suite, plan: Plan, scenario: str, size: str, parts: int, with_anchors: bool
+) -> report.Case:
+    """Every repeat of one case: the framework, the hand-written baseline and the limit
+    anchors, one after the other; which goes first rotates from repeat to repeat, so none
+    is always the one that follows a JVM or a broker's busy spell."""
+    name = suite.name
+    latency = scenario == "latency"
+    n = round(plan.rate * plan.latency_seconds) if latency else plan.count(name, size)
+    case = report.Case(name, scenario, size, n, plan.rate if latency else 0, partitions=parts)
+    anchors = suite.anchors(scenario) if with_anchors else ()
+    if anchors:
+        from bench import anchors as java
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, java.build)
+        except java.AnchorUnavailable as exc:
+            # Like a broker that does not answer: said, and the rest runs.
+            if "limit anchors" not in _SKIPPED:
+                _say(f"limit anchors not run: {exc}")
+            _SKIPPED["limit anchors"] = str(exc)
+            anchors = ()
+    sides = ["framework", "baseline", *anchors]
+    title = f"{name:6} {TITLES[scenario]:24} {size:6}" + (f" {parts}p" if parts > 1 else "")
+    for r in range(plan.repeats):
+        order = sides[r % len(sides) :] + sides[: r % len(sides)]
+        runs: dict[str, Measure] = {}
+        on: Measure | None = None
+        try:
+            for side in order:
+                if side == "framework":
+                    runs[side], on = await _framework(suite, scenario, size, n, plan.rate, r, parts)
+                elif side == "baseline":
+                    runs[side] = await suite.baseline(scenario, size, n, plan.rate, parts)
+                else:
+                    runs[side] = await suite.anchor(side, size, n, parts)
+        except Exception as exc:
+            # A broker restarted by someone else's test, say: the repeat is reported as
+            # failed, never silently averaged away.
+            case.errors.append(f"repeat {r + 1}: {type(exc).__name__}: {exc}")
+            _say(f"{title} #{r + 1}: FAILED {exc}")
+            continue
+        a, b = runs["framework"], runs["baseline"]
+        case.framework.append(a)
+        case.baseline.append(b)
+        for side in anchors:
+            case.anchors.setdefault(side, []).append(runs[side])
+        if on is not None:
+            case.metrics.append(on)
+        detail = (
+            f"p50 {report._latency(a)['p50_ms']:.2f} ms vs {report._latency(b)['p50_ms']:.2f} ms"
+            if latency
+            else f"{a.rate:10,.0f} vs {b.rate:10,.0f} msg/s "
+            f"({a.rate / b.rate:.2f}x), CPU {a.cpu_us:.1f} vs {b.cpu_us:.1f} µs/msg"
+        )
+        _say(f"{title} #{r + 1}: framework vs baseline {detail}")
+        for side in anchors:
+            m = runs[side]
+            _say(f"{'':6} {'':24} {size:6} #{r + 1}: {side:12} {m.rate:10,.0f} msg/s")
+        if on is not None:
+            _say(f"{'':6} {'':24} {size:6} #{r + 1}: metrics on {_figure(on)}")
+    return case
+
+
 async def _framework(
-    suite: Suite, scenario: str, size: str, n: int, rate: int, repeat: int
+    suite: Suite, scenario: str, size: str, n: int, rate: int, repeat: int, parts: int = 1
 ) -> tuple[Measure, Measure | None]:
     """The framework side of one repeat: without metrics, and with ``--metrics`` also with
     them (which of the two goes first alternates between repeats)."""
     if not METRICS.wanted:
-        return await suite.framework(scenario, size, n, rate), None
+        return await suite.framework(scenario, size, n, rate, parts), None
     runs: dict[bool, Measure] = {}
     for on in (False, True) if repeat % 2 == 0 else (True, False):
         METRICS.on = on
         try:
-            runs[on] = await suite.framework(scenario, size, n, rate)
+            runs[on] = await suite.framework(scenario, size, n, rate, parts)
         finally:
             METRICS.on = False
     return runs[False], runs[True]
@@ -197,6 +241,17 @@ def _summary(document: dict[str, Any]) -> str:
         "",
         document["table"],
     ]
+    if document.get("limits_table"):
+        lines += [
+            "",
+            "Consume-process-produce against the limit anchors: the loop written with each "
+            "broker's official Java client (same guarantees, settings and work per message), "
+            "and Kafka's own perf tools (ProducerPerformance, ConsumerPerformance), whose "
+            "ceiling is 1 / (1 / produce + 1 / consume). Medians, lowest-highest run in "
+            "brackets.",
+            "",
+            document["limits_table"],
+        ]
     if "metrics_table" in document:
         scrapes = document["scrapes"]
         lines += [
@@ -276,11 +331,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="with --metrics: seconds between scrapes, and between samples of broker figures",
     )
+    parser.add_argument(
+        "--partitions",
+        help="Kafka consume-process-produce: partition counts, comma-separated "
+        "(default 1,4,8; 1 with --tiny)",
+    )
+    parser.add_argument(
+        "--no-anchors",
+        action="store_true",
+        help="skip the limit anchors (the Java clients' loops and Kafka's perf tools)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json/png go")
     args = parser.parse_args(argv)
     plan = TINY if args.tiny else QUICK if args.quick else FULL
     if args.repeats:
-        plan = Plan(plan.messages, args.repeats, plan.rate, plan.latency_seconds)
+        plan = dataclasses.replace(plan, repeats=args.repeats)
+    if args.partitions:
+        try:
+            counts = tuple(int(p) for p in args.partitions.split(",") if p.strip())
+        except ValueError:
+            parser.error(f"--partitions takes numbers: {args.partitions}")
+        if not counts or min(counts) < 1:
+            parser.error("--partitions takes counts of 1 or more")
+        plan = dataclasses.replace(plan, partitions=counts)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS] + [s for s in sizes if s not in SIZES]
@@ -295,7 +368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("aiokafka", "kafka", "pika"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     document, cases = asyncio.run(
-        run(binders, plan, scenarios, sizes, not args.no_startup, not args.no_state)
+        run(
+            binders,
+            plan,
+            scenarios,
+            sizes,
+            not args.no_startup,
+            not args.no_state,
+            not args.no_anchors,
+        )
     )
     text = _summary(document)
     print(text)

@@ -13,15 +13,25 @@ the wire.
 - process: ``uppercase`` from that topic to a new one; the baseline is getmany, decode,
   call, encode, send, await the futures, commit;
 - latency: ``ticker`` -> ``uppercase`` -> ``sink`` over two topics at a fixed rate.
+
+Consume-process-produce also runs with input and output topics of 4 and 8 partitions
+(``--partitions``), and against the limit anchors (``bench.anchors``): the same loop
+written with Kafka's own Java client, and Kafka's own producer and consumer perf tools.
+Every record of a run's input carries its own ``id`` (0 .. n-1) and was written to
+partition ``id % partitions``; after each consume-process-produce run, on every side, the
+output topic is read back and must hold each id exactly once, and within each output
+partition the ids of one input partition must come in their input order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +39,7 @@ import pydantic_core
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench import anchors
 from bench.app import PROBES, SOURCE, Doc, sink, uppercase
 from bench.common import (
     RUN_TIMEOUT,
@@ -43,7 +54,7 @@ from bench.common import (
     since_source,
     until,
 )
-from bench.workload import encoded, pool
+from bench.workload import payload_bytes, pool
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
@@ -56,6 +67,10 @@ HEADERS = [
 #: The binder's producer defaults, given to the baseline's producer too.
 PRODUCER = {"acks": "all", "enable_idempotence": True, "max_batch_size": 16384, "linger_ms": 0}
 MAX_RECORDS = 500  # the binder's max-poll-records default
+
+#: The limit anchors run for consume-process-produce: the Java client's loop, and Kafka's
+#: own producer and consumer perf tools.
+ANCHORS = ("java", "perf-produce", "perf-consume")
 
 to_json = pydantic_core.to_json
 from_json = Doc.model_validate_json
@@ -81,7 +96,8 @@ class KafkaSuite:
         self._admin: Any = None
         self._offsets: Any = None  # a group-less consumer that reads end offsets
         self._topics: list[str] = []
-        self._inputs: dict[tuple[str, int], str] = {}
+        self._inputs: dict[tuple[str, int, int], str] = {}
+        self._counts: dict[str, int] = {}  # partitions of the topics created here
 
     async def open(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
@@ -121,13 +137,20 @@ class KafkaSuite:
         self._topics.append(name)
         return name
 
-    async def _create(self, *topics: str) -> None:
-        await self._admin.create_topics([NewTopic(t, 1, 1) for t in topics])
+    async def _create(self, *topics: str, partitions: int = 1) -> None:
+        await self._admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+        for t in topics:
+            self._counts[t] = partitions
 
     async def _end(self, topic: str) -> int:
-        tp = TopicPartition(topic, 0)
-        offsets = await self._offsets.end_offsets([tp])
-        return int(offsets[tp])
+        """Records in ``topic``, over all its partitions."""
+        parts = await self._partitions(topic)
+        offsets = await self._offsets.end_offsets(parts)
+        return sum(int(offsets[tp]) for tp in parts)
+
+    async def _partitions(self, topic: str) -> list[TopicPartition]:
+        """The partitions of a topic the bench created (one for those the binder made)."""
+        return [TopicPartition(topic, p) for p in range(self._counts.get(topic, 1))]
 
     async def _expect(self, topic: str, n: int, what: str) -> None:
         async def complete() -> bool:
@@ -138,26 +161,71 @@ class KafkaSuite:
         if found != n:
             raise AssertionError(f"{what}: {found} records in {topic}, expected {n}")
 
-    async def _input(self, size: str, n: int) -> str:
-        """A topic holding ``n`` records of ``size``, filled once and read by every run
-        (each in a fresh consumer group)."""
-        topic = self._inputs.get((size, n))
+    async def _input(self, size: str, n: int, partitions: int = 1) -> str:
+        """A topic of ``partitions`` partitions holding ``n`` records of ``size``, filled
+        once and read by every run (each in a fresh consumer group). Record ``i`` is the
+        pool's document with ``id`` i, on partition ``i % partitions``."""
+        topic = self._inputs.get((size, n, partitions))
         if topic is None:
             topic = self._new_topic(f"in-{size}")
-            await self._create(topic)
+            await self._create(topic, partitions=partitions)
             producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, **PRODUCER)
             await producer.start()
             try:
-                data = encoded(size)
+                docs = pool(size)
                 futures = [
-                    await producer.send(topic, data[i % len(data)], headers=HEADERS)
+                    await producer.send(
+                        topic,
+                        to_json(docs[i % len(docs)].model_copy(update={"id": i})),
+                        headers=HEADERS,
+                        partition=i % partitions,
+                    )
                     for i in range(n)
                 ]
                 await asyncio.gather(*futures)
             finally:
                 await producer.stop()
-            self._inputs[(size, n)] = topic
+            self._inputs[(size, n, partitions)] = topic
         return topic
+
+    async def _check_output(self, topic: str, n: int, partitions: int, what: str) -> None:
+        """The output of a consume-process-produce run over the input ``_input`` made:
+        exactly ``n`` records, each id once, and per output partition the ids of each
+        input partition in their input order (per-partition order kept end to end)."""
+        await self._expect(topic, n, what)
+        parts = await self._partitions(topic)
+        reader = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+        await reader.start()
+        try:
+            reader.assign(parts)
+            await reader.seek_to_beginning(*parts)
+            ends = await reader.end_offsets(parts)
+            seen = bytearray(n)
+            last: dict[tuple[int, int], int] = {}
+            left = {tp for tp in parts if ends[tp] > 0}
+            deadline = time.monotonic() + 60
+            while left and time.monotonic() < deadline:
+                data = await reader.getmany(timeout_ms=500, max_records=5000)
+                for tp, records in data.items():
+                    for record in records:
+                        ident = int(json.loads(record.value)["id"])
+                        if not 0 <= ident < n or seen[ident]:
+                            raise AssertionError(f"{what}: id {ident} unexpected or repeated")
+                        seen[ident] = 1
+                        lane = (tp.partition, ident % partitions)
+                        if last.get(lane, -1) > ident:
+                            raise AssertionError(
+                                f"{what}: input partition {ident % partitions} out of order "
+                                f"in output partition {tp.partition} ({last[lane]} before "
+                                f"{ident})"
+                            )
+                        last[lane] = ident
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        left.discard(tp)
+        finally:
+            await reader.stop()
+        if seen.count(1) != n:
+            raise AssertionError(f"{what}: {seen.count(1)} distinct ids read back, expected {n}")
 
     @staticmethod
     def _stream(definition: str, bindings: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +240,16 @@ class KafkaSuite:
 
     # -- through the framework -------------------------------------------------------------
 
-    async def framework(self, scenario: str, size: str, n: int, rate: int) -> Measure:
+    def partition_counts(self, scenario: str, wanted: Sequence[int]) -> list[int]:
+        """Consume-process-produce runs once per partition count; the rest on one."""
+        return list(wanted) if scenario == "process" else [1]
+
+    def anchors(self, scenario: str) -> tuple[str, ...]:
+        return ANCHORS if scenario == "process" else ()
+
+    async def framework(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure:
         if scenario == "produce":
             out = self._new_topic("out")
             app = make_app(self._stream("source", {"source-out-0": {"destination": out}}))
@@ -194,7 +271,8 @@ class KafkaSuite:
                 await done(probe.done, f"{n} records consumed")
             return probed(probe)
         if scenario == "process":
-            source, out = await self._input(size, n), self._new_topic("out")
+            source, out = await self._input(size, n, partitions), self._new_topic("out")
+            await self._create(out, partitions=partitions)
             app = make_app(
                 self._stream(
                     "uppercase",
@@ -208,7 +286,7 @@ class KafkaSuite:
             probe.reset(n)
             async with running(app):
                 await done(probe.done, f"{n} records processed")
-            await self._expect(out, n, "framework process")
+            await self._check_output(out, n, partitions, "framework process")
             return probed(probe)
         first, second = self._new_topic("a"), self._new_topic("b")
         app = make_app(
@@ -232,14 +310,37 @@ class KafkaSuite:
 
     # -- the hand-written loops ------------------------------------------------------------
 
-    async def baseline(self, scenario: str, size: str, n: int, rate: int) -> Measure:
+    async def baseline(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure:
         if scenario == "produce":
             return await self._raw_produce(size, n)
         if scenario == "consume":
             return await self._raw_consume(size, n)
         if scenario == "process":
-            return await self._raw_process(size, n)
+            return await self._raw_process(size, n, partitions)
         return await self._raw_latency(size, n, rate)
+
+    # -- the limit anchors -----------------------------------------------------------------
+
+    async def anchor(self, name: str, size: str, n: int, partitions: int = 1) -> Measure:
+        """One run of a limit anchor (``bench.anchors``) over this case's input."""
+        source = await self._input(size, n, partitions)
+        if name == "java":
+            out = self._new_topic("java-out")
+            await self._create(out, partitions=partitions)
+            measure = await anchors.kafka_loop(BOOTSTRAP, source, out, f"bench-java-{_tag()}", n)
+            await self._check_output(out, n, partitions, "Java client process")
+            return measure
+        if name == "perf-produce":
+            out = self._new_topic("perf-out")
+            await self._create(out, partitions=partitions)
+            measure = await anchors.producer_performance(BOOTSTRAP, out, n, payload_bytes(size))
+            await self._expect(out, n, "ProducerPerformance")
+            return measure
+        if name == "perf-consume":
+            return await anchors.consumer_performance(BOOTSTRAP, source, n)
+        raise ValueError(f"no anchor {name!r}")
 
     async def _raw_produce(self, size: str, n: int) -> Measure:
         out = self._new_topic("raw-out")
@@ -304,9 +405,9 @@ class KafkaSuite:
             await asyncio.gather(*futures)
             await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in data.items()})
 
-    async def _raw_process(self, size: str, n: int) -> Measure:
-        source, out = await self._input(size, n), self._new_topic("raw-out")
-        await self._create(out)
+    async def _raw_process(self, size: str, n: int, partitions: int = 1) -> Measure:
+        source, out = await self._input(size, n, partitions), self._new_topic("raw-out")
+        await self._create(out, partitions=partitions)
         probe = PROBES["uppercase"]
         probe.reset(n)
         consumer = self._consumer(source)
@@ -321,7 +422,7 @@ class KafkaSuite:
         finally:
             await consumer.stop()
             await producer.stop()
-        await self._expect(out, n, "raw process")
+        await self._check_output(out, n, partitions, "raw process")
         return probed(probe)
 
     async def _raw_latency(self, size: str, n: int, rate: int) -> Measure:

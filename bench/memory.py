@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pydantic_core
@@ -66,7 +67,18 @@ class MemorySuite:
 
     # -- through the framework -------------------------------------------------------------
 
-    async def framework(self, scenario: str, size: str, n: int, rate: int) -> Measure:
+    def partition_counts(self, scenario: str, wanted: Sequence[int]) -> list[int]:
+        return [1]
+
+    def anchors(self, scenario: str) -> tuple[str, ...]:
+        return ()
+
+    async def anchor(self, name: str, size: str, n: int, partitions: int = 1) -> Measure:
+        raise ValueError(f"no anchor {name!r}")
+
+    async def framework(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure:
         if scenario == "produce":
             return await self._produce(size, n)
         if scenario == "consume":
@@ -147,7 +159,9 @@ class MemorySuite:
 
     # -- the hand-written pipeline ---------------------------------------------------------
 
-    async def baseline(self, scenario: str, size: str, n: int, rate: int) -> Measure:
+    async def baseline(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure:
         if scenario == "produce":
             return await self._raw_produce(size, n)
         if scenario == "consume":

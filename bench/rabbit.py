@@ -12,6 +12,10 @@ caused is confirmed.
 - consume: ``n`` messages waiting in the group's queue, decoded by ``sink``;
 - process: ``uppercase`` from that queue to another exchange (and its queue);
 - latency: ``ticker`` -> ``uppercase`` -> ``sink`` through two exchanges at a fixed rate.
+
+Consume-process-produce also runs against a limit anchor (``bench.anchors``): the same
+loop written with RabbitMQ's own Java client (``amqp-client``), with the same prefetch,
+persistence, mandatory publishing and ack-after-confirm.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
 import pydantic_core
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from bench import anchors
 from bench.app import PROBES, SOURCE, Doc, sink, uppercase
 from bench.common import (
     RUN_TIMEOUT,
@@ -258,7 +263,15 @@ class RabbitSuite:
 
     # -- through the framework -------------------------------------------------------------
 
-    async def framework(self, scenario: str, size: str, n: int, rate: int) -> Measure:
+    def partition_counts(self, scenario: str, wanted: Sequence[int]) -> list[int]:
+        return [1]  # a queue has no partitions
+
+    def anchors(self, scenario: str) -> tuple[str, ...]:
+        return ("java",) if scenario == "process" else ()
+
+    async def framework(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure:
         if scenario == "produce":
             out, kept = self._names("out")
             producer = {"required-groups": ["bench"]}
@@ -321,7 +334,9 @@ class RabbitSuite:
 
     # -- the hand-written loops ------------------------------------------------------------
 
-    async def baseline(self, scenario: str, size: str, n: int, rate: int) -> Measure:
+    async def baseline(
+        self, scenario: str, size: str, n: int, rate: int, partitions: int = 1
+    ) -> Measure:
         if scenario == "produce":
             return await self._raw_produce(size, n)
         if scenario == "consume":
@@ -329,6 +344,22 @@ class RabbitSuite:
         if scenario == "process":
             return await self._raw_process(size, n)
         return await self._raw_latency(size, n, rate)
+
+    async def anchor(self, name: str, size: str, n: int, partitions: int = 1) -> Measure:
+        """The Java client's consume-process-produce loop (``bench.anchors``)."""
+        if name != "java":
+            raise ValueError(f"no anchor {name!r}")
+        source, queue = self._names("java-in")
+        out, kept = self._names("java-out")
+        await self._declare(source, queue)
+        await self._declare(out, kept)
+        await self._fill(source, queue, size, n)
+        measure = await anchors.rabbit_loop(URL, queue, out, PREFETCH, n)
+        await self._expect(kept, n, "Java client process")
+        left = await self._depth(queue)
+        if left:
+            raise AssertionError(f"Java client process: {left} inputs not acknowledged")
+        return measure
 
     async def _raw_produce(self, size: str, n: int) -> Measure:
         out, kept = self._names("raw-out")

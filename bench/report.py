@@ -44,6 +44,24 @@ class Case:
     #: ``--metrics``: the framework again, with its management endpoint on and scraped.
     metrics: list[Measure] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: Partitions of the input and output topics (Kafka consume-process-produce).
+    partitions: int = 1
+    #: The limit anchors' runs, by name (``bench.anchors``): ``java`` (the official
+    #: client's loop), ``perf-produce`` and ``perf-consume`` (Kafka's perf tools).
+    anchors: dict[str, list[Measure]] = field(default_factory=dict)
+
+    def anchor_median(self, name: str) -> float | None:
+        """Median messages per second of one anchor."""
+        runs = self.anchors.get(name)
+        return statistics.median(m.rate for m in runs) if runs else None
+
+    @property
+    def ceiling(self) -> float | None:
+        """Kafka: the consume-process-produce ceiling the perf tools put on the broker."""
+        produce, consume = self.anchor_median("perf-produce"), self.anchor_median("perf-consume")
+        if produce is None or consume is None:
+            return None
+        return 1 / (1 / produce + 1 / consume)
 
     @property
     def is_latency(self) -> bool:
@@ -136,6 +154,25 @@ class Case:
             ]
             out["overhead_us_per_message"] = self.overhead_us
             out["cpu_ratio"] = self.cpu_ratio
+        if self.partitions != 1:
+            out["partitions"] = self.partitions
+        if self.anchors:
+            fw = self.medians("framework").get("msg_per_s")
+            out["anchors"] = {
+                name: {
+                    "msg_per_s": self.anchor_median(name),
+                    "runs": [round(m.rate) for m in runs],
+                    "cpu_us_per_msg": statistics.median(m.cpu_us for m in runs),
+                    "framework_ratio": fw / self.anchor_median(name)  # type: ignore[operator]
+                    if fw
+                    else None,
+                }
+                for name, runs in self.anchors.items()
+                if runs
+            }
+            if self.ceiling is not None:
+                out["ceiling_msg_per_s"] = self.ceiling
+                out["framework_to_ceiling"] = fw / self.ceiling if fw else None
         if self.metrics:
             out["metrics_on"] = self.medians("metrics")
             out["metrics_on_runs"] = (
@@ -177,12 +214,57 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _spread(runs: Sequence[Measure]) -> str:
+    """The median, and the lowest and highest run, of messages per second."""
+    if not runs:
+        return "-"
+    rates = sorted(m.rate for m in runs)
+    median = statistics.median(rates)
+    if len(rates) == 1:
+        return f"{median:,.0f}"
+    return f"{median:,.0f} ({rates[0]:,.0f}-{rates[-1]:,.0f})"
+
+
+def _payload(c: Case) -> str:
+    return f"{c.size} ({payload_bytes(c.size)} B)"
+
+
+def limits_table(cases: Sequence[Case]) -> str:
+    """Consume-process-produce against the limit anchors: the framework, the Python
+    client's loop, the Java client's loop (medians, lowest-highest run), our ratio to the
+    Java loop, and on Kafka the perf tools' produce and consume rates and the ceiling they
+    put on a loop through the broker."""
+    rows = [c for c in cases if c.anchors]
+    if not rows:
+        return ""
+    lines = [
+        "| binder | payload | partitions | framework msg/s | Python client msg/s "
+        "| Java client msg/s | framework / Java | perf tools produce / consume msg/s "
+        "| ceiling msg/s | framework / ceiling |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in rows:
+        fw = c.medians("framework").get("msg_per_s")
+        java = c.anchor_median("java")
+        ceiling = c.ceiling
+        produce, consume = c.anchor_median("perf-produce"), c.anchor_median("perf-consume")
+        tools = "-" if produce is None else f"{_rate(produce)} / {_rate(consume)}"
+        lines.append(
+            f"| {c.binder} | {_payload(c)} | {c.partitions} | {_spread(c.framework)} "
+            f"| {_spread(c.baseline)} | {_spread(c.anchors.get('java', []))} "
+            f"| {'-' if not fw or not java else f'{fw / java:.2f}x'} | {tools} "
+            f"| {_rate(ceiling)} | {'-' if not fw or not ceiling else f'{fw / ceiling:.2f}x'} |"
+        )
+    return "\n".join(lines)
+
+
 def table(cases: Sequence[Case]) -> str:
     """The throughput and latency tables in markdown."""
     lines = [
-        "| binder | scenario | payload | messages | framework msg/s | baseline msg/s | ratio "
-        "| overhead µs/msg | CPU µs/msg framework / baseline | CPU ratio |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| binder | scenario | payload | partitions | messages | framework msg/s "
+        "| baseline msg/s | ratio | overhead µs/msg | CPU µs/msg framework / baseline "
+        "| CPU ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         if c.is_latency:
@@ -190,7 +272,7 @@ def table(cases: Sequence[Case]) -> str:
         fw, base = c.medians("framework"), c.medians("baseline")
         ratio, over = c.ratio, c.overhead_us
         lines.append(
-            f"| {c.binder} | {TITLES[c.scenario]} | {c.size} ({payload_bytes(c.size)} B) "
+            f"| {c.binder} | {TITLES[c.scenario]} | {_payload(c)} | {c.partitions} "
             f"| {c.messages:,} | {_rate(fw.get('msg_per_s'))} | {_rate(base.get('msg_per_s'))} "
             f"| {'-' if ratio is None else f'{ratio:.2f}x'} "
             f"| {'-' if over is None else f'{over:+.1f}'} "
@@ -280,7 +362,11 @@ def chart(path: Path, cases: Sequence[Case], title: str) -> bool:
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(15, max(4.0, 0.32 * len(throughput) + 1.5)), width_ratios=[3, 2]
     )
-    labels = [f"{c.binder} {TITLES[c.scenario]} {c.size}" for c in throughput]
+    labels = [
+        f"{c.binder} {TITLES[c.scenario]} {c.size}"
+        + (f" {c.partitions}p" if c.partitions > 1 else "")
+        for c in throughput
+    ]
     ratios = [c.ratio or 0.0 for c in throughput]
     colours = [
         "tab:green" if r >= (1.0 if c.binder == "memory" else 0.9) else "tab:red"

@@ -73,6 +73,8 @@ class Plan:
     latency_seconds: float
     #: Changelog records a store restores from in the state part (Kafka).
     state_records: int = 200_000
+    #: Partitions of the input and output topics of Kafka's consume-process-produce runs.
+    partitions: tuple[int, ...] = (1, 4, 8)
 
     def count(self, binder: str, size: str) -> int:
         """Messages per throughput run for ``binder`` and ``size``."""
@@ -113,4 +115,5 @@ TINY = Plan(
     rate=500,
     latency_seconds=0.2,
     state_records=2_000,
+    partitions=(1,),
 )

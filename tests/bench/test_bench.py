@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +21,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_bench(out: Path, *args: str) -> dict[str, Any]:
+def run_bench(out: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--out", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     document: dict[str, Any] = json.loads((out / "latest.json").read_text())
@@ -67,7 +69,9 @@ def test_memory_benchmark_and_startup(tmp_path: Path) -> None:
 
 @pytest.mark.kafka
 def test_kafka_benchmark(tmp_path: Path, kafka_bootstrap: str) -> None:
-    document = run_bench(tmp_path, "--binders", "kafka", "--sizes", "small", "--no-startup")
+    document = run_bench(
+        tmp_path, "--binders", "kafka", "--sizes", "small", "--no-startup", "--no-anchors"
+    )
     check_cases(document, "kafka", sizes=1)
     # The store-restore part restored every record, on both sides.
     restore = document["state"]
@@ -80,5 +84,40 @@ def test_kafka_benchmark(tmp_path: Path, kafka_bootstrap: str) -> None:
 
 @pytest.mark.rabbit
 def test_rabbit_benchmark(tmp_path: Path, rabbit_url: str) -> None:
-    document = run_bench(tmp_path, "--binders", "rabbit", "--sizes", "small", "--no-startup")
+    document = run_bench(
+        tmp_path, "--binders", "rabbit", "--sizes", "small", "--no-startup", "--no-anchors"
+    )
     check_cases(document, "rabbit", sizes=1)
+
+
+def _java_tools() -> bool:
+    return all(shutil.which(tool) for tool in ("java", "javac", "mvn"))
+
+
+@pytest.mark.kafka
+@pytest.mark.rabbit
+def test_limit_anchors(tmp_path: Path, kafka_bootstrap: str, rabbit_url: str) -> None:
+    """The Java clients' loops and Kafka's perf tools run beside the framework, each
+    checked to have moved exactly its messages (and Kafka's in per-partition order)."""
+    if not _java_tools():
+        if os.environ.get("CI"):
+            pytest.fail("the limit anchors need a JDK and Maven (scripts/brokers installs them)")
+        pytest.skip("no JDK or Maven here")
+    document = run_bench(
+        tmp_path,
+        "--binders", "kafka,rabbit", "--scenarios", "process", "--sizes", "small",
+        "--partitions", "1,4", "--no-startup", "--no-state",
+        timeout=900,  # the first build fetches the clients with Maven
+    )  # fmt: skip
+    assert "limit anchors" not in document["skipped"], document["skipped"]
+    cases = {(c["binder"], c.get("partitions", 1)): c for c in document["cases"]}
+    assert set(cases) == {("kafka", 1), ("kafka", 4), ("rabbit", 1)}
+    for (binder, _), case in cases.items():
+        assert case["errors"] == []
+        names = {"java", "perf-produce", "perf-consume"} if binder == "kafka" else {"java"}
+        assert set(case["anchors"]) == names
+        for figures in case["anchors"].values():
+            assert figures["msg_per_s"] > 0 and len(figures["runs"]) == 1
+        if binder == "kafka":
+            assert case["ceiling_msg_per_s"] > 0
+    assert "| kafka | small (101 B) | 4 |" in document["limits_table"]
