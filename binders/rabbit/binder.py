@@ -78,7 +78,13 @@ class RabbitBinder:
         if not self._started:
             await self.connection.start()
             self._started = True
-            log.info("rabbit binder %s connected to %s", self.name, self.connection.where)
+            connection = self.connection
+            log.info(
+                "rabbit binder %s connected to %s%s",
+                self.name,
+                connection.where,
+                connection.on_node,
+            )
 
     async def publisher_connection(self) -> Connection:
         """The publishing connection, opened on first use."""
@@ -135,7 +141,9 @@ class RabbitBinder:
         reconnects = sum(max(0, c.generation - 1) for c in connections if c is not None)
         up = all(c.is_up for c in connections if c is not None)
         where = self.connection.where
-        detail = f"connected to {where}" if up else f"not connected to {where}"
+        detail = (
+            f"connected to {where}{self.connection.on_node}" if up else f"not connected to {where}"
+        )
         return Health(up, detail, reconnects)
 
     async def close(self) -> None:

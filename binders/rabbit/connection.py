@@ -218,6 +218,25 @@ class Connection:
         return describe(self._env)
 
     @property
+    def node(self) -> str | None:
+        """The address (host:port) of the broker the live connection reached, among
+        ``addresses``: which node of a cluster carries it, for logs and health. None while
+        disconnected."""
+        conn = self._conn
+        params = getattr(conn, "params", None) if conn is not None else None
+        if params is None:
+            return None
+        host = str(params.host)
+        return f"[{host}]:{params.port}" if ":" in host else f"{host}:{params.port}"
+
+    @property
+    def on_node(self) -> str:
+        """With several addresses, ``, on host:port`` naming the one in use (else "")."""
+        node = self.node
+        several = self._env.uri is None and len(self._env.addresses) > 1
+        return f", on {node}" if several and node else ""
+
+    @property
     def is_up(self) -> bool:
         """Whether the connection is open and recovered."""
         return self._up.is_set()
@@ -336,7 +355,9 @@ class Connection:
                 log.exception("rabbit %s: recovery step failed", self.role)
             if self._alive(conn):
                 self._up.set()
-                log.info("rabbit %s connection to %s recovered", self.role, self.where)
+                log.info(
+                    "rabbit %s connection to %s recovered%s", self.role, self.where, self.on_node
+                )
                 return
 
     async def _drop(self, conn: AsyncioConnection) -> None:
