@@ -327,9 +327,10 @@ class KafkaSuite:
         """One run of a limit anchor (``bench.anchors``) over this case's input."""
         source = await self._input(size, n, partitions)
         if name == "java":
-            out = self._new_topic("java-out")
-            await self._create(out, partitions=partitions)
-            measure = await anchors.kafka_loop(BOOTSTRAP, source, out, f"bench-java-{_tag()}", n)
+            out, warm = self._new_topic("java-out"), self._new_topic("java-warmup")
+            await self._create(out, warm, partitions=partitions)
+            group, warmup = f"bench-java-{_tag()}", min(n, anchors.WARMUP)
+            measure = await anchors.kafka_loop(BOOTSTRAP, source, out, group, n, warm, warmup)
             await self._check_output(out, n, partitions, "Java client process")
             return measure
         if name == "perf-produce":

@@ -351,10 +351,17 @@ class RabbitSuite:
             raise ValueError(f"no anchor {name!r}")
         source, queue = self._names("java-in")
         out, kept = self._names("java-out")
-        await self._declare(source, queue)
-        await self._declare(out, kept)
+        warm_in, warm_queue = self._names("java-warmup-in")
+        warm_out, warm_kept = self._names("java-warmup-out")
+        for exchange, bound in ((source, queue), (out, kept), (warm_in, warm_queue)):
+            await self._declare(exchange, bound)
+        await self._declare(warm_out, warm_kept)
+        warmup = min(n, anchors.WARMUP // 2)
+        await self._fill(warm_in, warm_queue, size, warmup)
         await self._fill(source, queue, size, n)
-        measure = await anchors.rabbit_loop(URL, queue, out, PREFETCH, n)
+        measure = await anchors.rabbit_loop(
+            URL, queue, out, PREFETCH, n, warm_queue, warm_out, warmup
+        )
         await self._expect(kept, n, "Java client process")
         left = await self._depth(queue)
         if left:

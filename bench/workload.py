@@ -84,8 +84,9 @@ class Plan:
 FULL = Plan(
     messages={
         "memory": {"small": 100_000, "medium": 20_000},
-        "kafka": {"small": 30_000, "medium": 8_000},
-        "rabbit": {"small": 15_000, "medium": 5_000},
+        # Enough that the Java anchors run a few seconds with their JIT warmed up.
+        "kafka": {"small": 60_000, "medium": 10_000},
+        "rabbit": {"small": 20_000, "medium": 5_000},
     },
     repeats=3,
     rate=1000,

@@ -32,8 +32,8 @@ final class Timing {
         return n >= target;
     }
 
-    long count() {
-        return count;
+    long target() {
+        return target;
     }
 
     boolean done() {
