@@ -217,6 +217,8 @@ class KafkaBinder:
             properties=ext.topic,
             purpose=f"partition-count of binding {spec.binding}",
         )
+        acks = self._producer_kwargs(ext, config).get("acks")
+        await self.provisioner.warn_if_fragile(spec.destination, acks, spec.binding)
         slot, release = await self._shared_client(ext, config)
         try:
             await asyncio.wait_for(

@@ -174,6 +174,8 @@ class DeadLetters:
                         purpose=f"dead letters of binding {self._binding}",
                     )
                     self._limit = await self._provisioner.max_message_bytes(self.topic)
+                    acks = self._provisioner.env.required_acks
+                    await self._provisioner.warn_if_fragile(self.topic, acks, self._binding)
                     self._count = count
         return self._count
 

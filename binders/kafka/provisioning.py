@@ -39,6 +39,7 @@ class Provisioner:
         self._clients = clients
         self._admin: Any = None
         self._lock = asyncio.Lock()
+        self._checked: set[str] = set()  # topics whose durability was looked at
 
     async def connect(self) -> None:
         """Reach a broker, retrying with back-off for up to ``health-timeout`` seconds, so
@@ -138,6 +139,59 @@ class Provisioner:
             if name == "max.message.bytes" and str(value).isdigit():
                 return int(value)
         return None
+
+    async def warn_if_fragile(self, topic: str, acks: object, binding: str) -> None:
+        """Say once, at start-up, when a record Kafka acknowledged on ``topic`` could still be
+        lost to the failure of one broker of a cluster (a single broker is a development
+        set-up: nothing to say). Silent when the broker does not tell (not allowed to
+        describe configs, say)."""
+        if self._admin is None or topic in self._checked:
+            return
+        self._checked.add(topic)
+        try:
+            reasons = await self._fragile(topic, acks)
+        except Exception as exc:  # a check, never a reason to stop
+            log.debug("cannot check the durability of %s: %s", topic, describe(exc))
+            return
+        if reasons:
+            log.warning(
+                "kafka binder '%s': records binding %s writes to topic %s can be lost when one "
+                "broker fails, though Kafka acknowledged them: %s. For nothing lost on a "
+                "cluster: replication-factor 3, min.insync.replicas 2 (on the brokers, or in "
+                "the binding's topic.properties) and required-acks all",
+                self.binder,
+                binding,
+                topic,
+                "; ".join(reasons),
+            )
+
+    async def _fragile(self, topic: str, acks: object) -> list[str]:
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        cluster = await self._call("describing the cluster", self._admin.describe_cluster())
+        if len(cluster.get("brokers") or []) < 2:
+            return []
+        found = await self._call(f"describing topic {topic}", self._admin.describe_topics([topic]))
+        parts = next((e.get("partitions") or [] for e in found if e.get("topic") == topic), [])
+        replicas = min((len(p.get("replicas") or []) for p in parts), default=0)
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})
+        responses = await self._call(
+            f"reading min.insync.replicas of {topic}", self._admin.describe_configs([resource])
+        )
+        min_isr = next(
+            (int(v) for n, v in config_entries(responses) if n == "min.insync.replicas"), 1
+        )
+        reasons = []
+        if str(acks) not in ("all", "-1"):
+            reasons.append(f"acks is {acks}, so the partition leader alone acknowledges")
+        if replicas < 2:
+            reasons.append(f"it has {replicas} replica{'' if replicas == 1 else 's'}")
+        elif min_isr < 2:
+            reasons.append(
+                f"its min.insync.replicas is {min_isr}, so once the other replicas fall "
+                "behind an acknowledged record may be on one broker only"
+            )
+        return reasons
 
     async def ensure_topic(
         self,
