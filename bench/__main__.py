@@ -341,8 +341,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="skip the limit anchors (the Java clients' loops and Kafka's perf tools)",
     )
+    parser.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="instead: 1, 2 and 4 instances (processes) on the three-node Kafka cluster, next "
+        "to as many aiokafka loops (scripts/brokers up --cluster kafka); writes scaleout.json",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json/png go")
     args = parser.parse_args(argv)
+    if args.scale_out:
+        from bench import scaleout
+
+        chosen = scaleout.TINY if args.tiny else scaleout.QUICK if args.quick else scaleout.FULL
+        if args.repeats:
+            chosen = dataclasses.replace(chosen, repeats=args.repeats)
+        return scaleout.main(chosen, args.out)
     plan = TINY if args.tiny else QUICK if args.quick else FULL
     if args.repeats:
         plan = dataclasses.replace(plan, repeats=args.repeats)
