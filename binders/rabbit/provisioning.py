@@ -265,7 +265,7 @@ class Topology:
             queue += f"-{index}"
         durable = not anonymous and ext.durable_subscription
         if ext.bind_queue:
-            args = queue_arguments(queue, ext) if durable else _extra_arguments(ext, dlq=False)
+            args = queue_arguments(queue, ext) if durable else transient_arguments(queue, ext)
             if anonymous:
                 # Exclusive (gone with its connection, like Spring's anonymous queue) but not
                 # auto-delete, so pausing the binding (cancelling its consumer) keeps it.
@@ -349,6 +349,29 @@ def dlq_arguments(ext: RabbitCommonProperties) -> dict[str, Any]:
     if ext.dlq_dead_letter_routing_key is not None:
         args["x-dead-letter-routing-key"] = ext.dlq_dead_letter_routing_key
     args.update(_extra_arguments(ext, dlq=True))
+    return args
+
+
+#: What makes a queue a quorum queue: RabbitMQ refuses these on an exclusive or
+#: auto-delete queue.
+_QUORUM_ARGUMENTS = ("x-queue-type", "x-delivery-limit", "x-quorum-initial-group-size")
+
+
+def transient_arguments(queue: str, ext: RabbitCommonProperties) -> dict[str, Any]:
+    """Arguments of a queue that lives only as long as its consumer (an anonymous
+    subscription's, or a group's without durable-subscription): the limits, but never a
+    quorum queue, which RabbitMQ refuses to make exclusive or auto-delete. So quorum
+    queues set for every consumer (``stream.rabbit.default.consumer.quorum``) apply to
+    the groups, and an app with an anonymous binding still starts."""
+    args = _extra_arguments(ext, dlq=False)
+    if ext.quorum.enabled:
+        for key in _QUORUM_ARGUMENTS:
+            args.pop(key, None)
+        log.info(
+            "queue %s lives only as long as its consumer, so it is a classic queue (a quorum "
+            "queue cannot be exclusive or auto-delete)",
+            queue,
+        )
     return args
 
 

@@ -278,3 +278,34 @@ async def test_a_partitioned_app_of_three_instances_keeps_each_keys_order(
         assert seqs == sorted(seqs), f"{key} out of order: {seqs[:20]}"
         assert len(by[key]) == 1, f"{key} handled by {by[key]}"
     assert {i for found in by.values() for i in found} == {"i0", "i1", "i2"}, by
+
+
+async def test_quorum_queues_by_default_leave_anonymous_subscriptions_classic(
+    rabbit_cluster: RabbitCluster, names: Callable[[str], str], tmp_path: Path
+) -> None:
+    """``stream.rabbit.default.consumer.quorum`` makes every group's queue a quorum queue;
+    an anonymous subscription's queue, exclusive to its connection, cannot be one (RabbitMQ
+    refuses an exclusive quorum queue) and stays a classic queue, so an app with both
+    starts."""
+    from binder_core.properties import ConsumerProperties
+    from binder_core.spi import ConsumerSpec
+    from binders.rabbit.settings import RabbitConsumerProperties
+    from tests.support import Collector
+
+    source = names("in")
+    env = RabbitEnvironment.model_validate({"addresses": rabbit_cluster.list()})
+    driver = BinderDriver(RabbitBinder("rabbit", env))
+    await driver.start()
+    try:
+        extension = RabbitConsumerProperties.model_validate(QUORUM)
+        for group in ("relay", None):
+            spec = ConsumerSpec("relay-in-0", source, group, ConsumerProperties(), extension)
+            await driver.consumer(spec, Collector())
+        queues = await asyncio.to_thread(rabbit_cluster.queues, 1)
+        mine = {name: q["type"] for name, q in queues.items() if name.startswith(source)}
+        assert mine[f"{source}.relay"] == "quorum", mine
+        assert mine[f"{source}.relay.dlq"] == "quorum", mine
+        [anonymous] = [n for n in mine if ".anonymous." in n]
+        assert mine[anonymous] == "classic", mine
+    finally:
+        await driver.close()
