@@ -354,6 +354,14 @@ def resolve_definition(
 
 
 def _check_composition(entry: str, parts: list[FunctionInfo]) -> str | None:
+    last = parts[-1]
+    if last.has_output and last.outputs > 1 and (not parts[0].has_input or parts[0].batch):
+        what = "a supplier" if not parts[0].has_input else "a batch function"
+        return (
+            f"'{entry}' is {what} returning a tuple of {last.outputs} outputs: only a function "
+            "taking one message at a time sends to several output bindings; return a list "
+            "to send one JSON array, or send to the others with StreamBridge"
+        )
     if len(parts) == 1:
         return None
     for i, part in enumerate(parts):

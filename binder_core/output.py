@@ -68,6 +68,8 @@ class Output:
         self.message: Callable[[Any], Message[bytes]] = (
             self._keyed_message if self._key is not None else self._plain(encoder, content_type)
         )
+        #: ``header-mode: none``: no headers at all, the trace context included.
+        self._headerless = props.header_mode == "none"
         if props.use_native_encoding or props.header_mode == "none":
             self.message = self._spring_modes(
                 self.message, props.use_native_encoding, props.header_mode == "none"
@@ -165,7 +167,7 @@ class Output:
     def publish(self, message: Message[bytes]) -> Message[bytes]:
         """``message`` with the trace context of its publish span, when tracing."""
         tracing = self.tracing
-        return message if tracing is None else tracing.publish(message)
+        return message if tracing is None else tracing.publish(message, not self._headerless)
 
     def outbox(self, transaction: Any = None) -> Outbox:
         """An outbox for one batch of outputs (joining ``transaction`` when the sink's
@@ -178,7 +180,8 @@ class Output:
         if not messages:
             return
         if self.tracing is not None:
-            messages = [self.tracing.publish(m) for m in messages]
+            inject = not self._headerless
+            messages = [self.tracing.publish(m, inject) for m in messages]
         box = self.sink.outbox(TRANSACTION.get())
         await box.add(messages)
         results = await box.confirm()

@@ -237,7 +237,18 @@ def make_plan(
         problems.extend(_check(binding, config, converters, force_binder))
         problems.extend(_spring_mode_problems(binding, app_plan, config))
         handler = binding.properties.error_handler_definition
-        if handler and binding.direction == "in" and find_function(module, handler) is None:
+        own = config.stream.bindings.get(canonical(binding.name))
+        if binding.name in app_plan.pollable and own is not None and own.error_handler_definition:
+            path = ("stream", "bindings", binding.name, "error-handler-definition")
+            problems.append(
+                Problem(
+                    ".".join(path),
+                    "a polled source has no error handler: the app decides each message "
+                    "itself (ack, or reject to dead-letter it); remove the key",
+                    layered.source_of(path),
+                )
+            )
+        elif handler and binding.direction == "in" and find_function(module, handler) is None:
             path = ("stream", "bindings", binding.name, "error-handler-definition")
             problems.append(
                 Problem(

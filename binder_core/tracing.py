@@ -156,18 +156,20 @@ class Tracing:
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
 
-    def publish(self, message: Message[bytes]) -> Message[bytes]:
+    def publish(self, message: Message[bytes], inject: bool = True) -> Message[bytes]:
         """Start and end the span of sending ``message`` (as a child of the current span)
-        and put its context into the message's headers."""
+        and put its context into the message's headers (unless the binding writes no
+        headers: ``header-mode: none``)."""
         attributes = {**self._attributes, "messaging.operation.type": "send"}
         with self._tracer.start_as_current_span(
             f"publish {self.destination}",
             kind=self._trace.SpanKind.PRODUCER,
             attributes=attributes,
         ):
-            headers = dict(message.headers)
-            headers.pop(TRACEPARENT, None)
-            headers.pop(TRACESTATE, None)
-            self._propagate.inject(headers, setter=self._setter)
-            message.headers = headers
+            if inject:
+                headers = dict(message.headers)
+                headers.pop(TRACEPARENT, None)
+                headers.pop(TRACESTATE, None)
+                self._propagate.inject(headers, setter=self._setter)
+                message.headers = headers
         return message

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from binder_core.deadletter import exception_headers
+from binder_core.errors import DeliveryError
 from binder_core.message import Message
 from binders.rabbit.connection import Connection
 from binders.rabbit.headers import TableProperties
@@ -129,10 +130,19 @@ class DeadLetters:
             last,
         )
         if failures:
+            first = failures[min(failures)]
+            if not queue.rejects_to_dlx:
+                # Rejecting would drop them (the queue dead-letters nothing itself): the
+                # batch is delivered again, and dead-lettered once the DLX takes it.
+                raise DeliveryError(
+                    f"{len(failures)} failed message(s) could not be republished to the "
+                    f"dead-letter exchange '{queue.dlx}' ({first}); delivering the batch again"
+                )
             log.error(
-                "binding %s: %d failed message(s) could not be republished (%s); rejecting them",
+                "binding %s: %d failed message(s) could not be republished (%s); rejecting them "
+                "(the queue dead-letters them to its dead-letter exchange)",
                 self._name,
                 len(failures),
-                failures[min(failures)],
+                first,
             )
         return [methods[failed[j]].delivery_tag for j in sorted(failures)]

@@ -59,6 +59,9 @@ class ConsumerQueue:
     anonymous: bool
     dlx: str | None  # where failures are republished; None: reject instead
     dlq_routing_key: str  # routing key of republished failures
+    #: Whether RabbitMQ dead-letters a rejected message from this queue: it was declared
+    #: here with binder's x-dead-letter-exchange (not adopted without it).
+    rejects_to_dlx: bool = False
 
 
 class Topology:
@@ -68,6 +71,8 @@ class Topology:
         self._connection = connection
         self._chan: Chan | None = None
         self._declared: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+        #: Queues that existed with other arguments and are used as they are.
+        self.adopted: set[str] = set()
         connection.on_recover(self.redeclare)
 
     async def _channel(self, wait: bool) -> Chan:
@@ -115,6 +120,8 @@ class Topology:
         name_key = "exchange" if op == "exchange_declare" else "queue"
         passive = {name_key: kwargs[name_key], "passive": True}
         await self._do(op, passive)
+        if name_key == "queue":
+            self.adopted.add(kwargs[name_key])
         wanted = ", ".join(
             f"{k}={v!r}" for k, v in kwargs.items() if k != name_key and v not in (None, {})
         )
@@ -282,17 +289,32 @@ class Topology:
                 for key in keys or ["#"]:
                     await self._bind(queue, exchange, key, ext)
         dlx: str | None = None
+        republish = ext.republish_to_dlq
+        rejects = durable and ext.auto_bind_dlq and ext.bind_queue and queue not in self.adopted
         if durable and ext.auto_bind_dlq:
-            await self._dlq(ext.prefix + base, queue, ext, republish=ext.republish_to_dlq)
+            adopted = queue in self.adopted
+            await self._dlq(ext.prefix + base, queue, ext, republish=republish or adopted)
             dlx = dead_letter_exchange(ext)
         elif not anonymous and ext.dead_letter_exchange is not None:
             dlx = ext.dead_letter_exchange  # the user's own DLX, declared elsewhere
+        if dlx is not None and not republish and not rejects:
+            # Rejecting would drop the failure: the queue has no dead-letter exchange of
+            # binder's (adopted as it was, or never given one). Republish it instead.
+            log.warning(
+                "rabbit: queue '%s' does not dead-letter what is rejected from it, so "
+                "binding's failures are republished to '%s' (republish-to-dlq: false "
+                "cannot apply)",
+                queue,
+                dlx,
+            )
+            republish = True
         return ConsumerQueue(
             exchange=exchange,
             queue=queue,
             anonymous=anonymous,
-            dlx=dlx if ext.republish_to_dlq else None,
+            dlx=dlx if republish else None,
             dlq_routing_key=ext.dead_letter_routing_key or queue,
+            rejects_to_dlx=rejects,
         )
 
     async def _bind(self, queue: str, exchange: str, key: str, ext: RabbitCommonProperties) -> None:

@@ -92,3 +92,23 @@ async def test_a_stream_function_reads_several_inputs() -> None:
             await app.send("notes", word)
         got = await app.receive_all("pairs", 3)
         assert [m.payload for m in got] == [b"0:a", b"1:b", b"2:c"]
+
+
+async def test_a_supplier_or_batch_function_returning_a_tuple_is_refused_at_start_up() -> None:
+    import pytest
+
+    from binder_core.errors import ConfigError
+
+    def pair() -> tuple[int, int]:
+        return 1, 2
+
+    def totals(orders: list[Order]) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    for name, fn, what in (("pair", pair, "a supplier"), ("totals", totals, "a batch function")):
+        with pytest.raises(ConfigError) as caught:
+            async with TestApp({name: fn}):
+                pass
+        message = str(caught.value)
+        assert f"'{name}' is {what} returning a tuple of 2 outputs" in message, message
+        assert "return a list" in message

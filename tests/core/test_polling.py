@@ -86,3 +86,21 @@ async def test_an_unknown_pollable_source_says_what_exists() -> None:
     async with TestApp({}, properties=_tree()):
         with pytest.raises(Exception, match="did you mean 'orders-in-0'"):
             pollable("order-in-0")
+
+
+def _handler(failed: Any) -> None:
+    pass
+
+
+async def test_an_error_handler_on_a_polled_source_stops_start_up() -> None:
+    from binder_core.errors import ConfigError
+
+    tree = _tree(**{"error-handler-definition": "on_error"})
+    with pytest.raises(ConfigError, match="a polled source has no error handler"):
+        async with TestApp({"on_error": _handler}, properties=tree):
+            pass
+    # One for every binding (stream.default) passes a polled source by.
+    tree = _tree()
+    tree["stream"]["default"]["error-handler-definition"] = "on_error"
+    async with TestApp({"on_error": _handler}, properties=tree):
+        pass

@@ -185,3 +185,28 @@ async def test_a_function_that_keeps_state_is_traced_like_any_other() -> None:
     assert published.parent.span_id == ok.context.span_id
     assert sent.headers[TRACEPARENT].split("-")[2] == f"{published.context.span_id:016x}"
     assert failed.events[0].name == "exception"
+
+
+async def test_header_mode_none_sends_no_trace_context_but_still_records_the_span() -> None:
+    def shout(word: str) -> str:
+        return word.upper()
+
+    tree = {
+        "stream": {
+            "bindings": {
+                "shout-in-0": {"destination": "in", "group": "g", "content-type": "text/plain"},
+                "shout-out-0": {
+                    "destination": "out",
+                    "content-type": "text/plain",
+                    "producer": {"header-mode": "none"},
+                },
+            },
+        }
+    }
+    async with TestApp({"shout": shout}, properties=tree) as app:
+        await app.send("in", "a", headers={TRACEPARENT: _parent()})
+        sent = await app.receive("out")
+    assert sent.payload == b"A"
+    assert sent.headers == {}, "header-mode none writes no headers, trace context included"
+    [published] = spans("publish out")
+    assert published.context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)

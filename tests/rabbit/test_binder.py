@@ -537,6 +537,39 @@ async def test_a_queue_declared_with_springs_defaults_is_adopted_with_one_warnin
     await eventually(dead_lettered, "the failure in our DLQ", 20)
 
 
+async def test_an_adopted_queue_without_a_dlx_still_dead_letters_with_republish_off(
+    binder: RabbitBinder,
+    admin: Admin,
+    unique_name: Namer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """republish-to-dlq: false relies on the queue's x-dead-letter-exchange; an adopted queue
+    has none, and rejecting would drop the failure. We republish it instead, and say so."""
+    dest = unique_name("noreject")
+    admin.track(dest, "g")
+
+    def spring_like(ch: Any) -> None:
+        ch.exchange_declare(dest, "topic", durable=True)
+        ch.queue_declare(f"{dest}.g", durable=True)
+        ch.queue_bind(f"{dest}.g", dest, "#")
+
+    await asyncio.to_thread(admin._run, spring_like)
+    got = Collector(fail=lambda m: ValueError("no") if m.payload == b"bad" else None)
+    ext = RabbitConsumerProperties(republish_to_dlq=False)
+    with caplog.at_level(logging.WARNING, logger="binders.rabbit"):
+        await binder.consumer(ConsumerSpec("in", dest, "g", extension=ext), got)
+    assert any("republish-to-dlq: false" in r.getMessage() for r in caplog.records)
+    producer = await binder.producer(ProducerSpec("out", dest))
+    await producer.send([Message(b"good"), Message(b"bad")])
+    await got.wait_for(1)
+
+    async def dead_lettered() -> bool:
+        return await admin.depth(f"{dest}.g.dlq") == 1
+
+    await eventually(dead_lettered, "the failure in our DLQ, not dropped", 20)
+    assert await admin.depth(f"{dest}.g") == 0
+
+
 async def test_a_message_amqp_cannot_carry_fails_alone(
     binder: RabbitBinder, admin: Admin, unique_name: Namer
 ) -> None:
