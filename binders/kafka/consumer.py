@@ -223,9 +223,12 @@ class KafkaSubscription:
 class KafkaSource:
     """One aiokafka consumer of a binding."""
 
-    #: Kafka's own pipelining (producer batches in flight while the core makes more) is
-    #: used within a batch; batches follow one another, which keeps rebalances simple.
-    overlap = False
+    #: The core processes the next poll while the previous one's outputs wait for their
+    #: acknowledgements (``acks=all``: the broker answers once the batch is in its log):
+    #: that wait, not the processing, was most of a poll's time. A rebalance still sees
+    #: a moment with nothing in flight: while partitions are being revoked, a fetch that
+    #: would overlap returns nothing, so the batch in flight is settled first.
+    overlap = True
 
     def __init__(
         self, subscription: KafkaSubscription, index: int, partitions: list[int] | None
@@ -240,6 +243,7 @@ class KafkaSource:
         self.txn_producer: Any = None
         self.epoch = 0  # bumped when partitions are revoked: older batches are not committed
         self.pending: dict[Any, int] = {}  # offsets processed, not yet committed
+        self._committing: asyncio.Task[None] | None = None
         self._reset_done: set[Any] = set()
         self._held = 0  # batches handed out and not yet settled or given back
         self._idle = asyncio.Event()
@@ -248,6 +252,7 @@ class KafkaSource:
         self._wake: asyncio.Future[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._interrupted = False
+        self._revoking = False  # partitions are being revoked: let the batches settle
         self._poll_failures = 0
         self._txn_limits = Limits()
         ext = subscription.ext
@@ -321,6 +326,7 @@ class KafkaSource:
         """Commit what is settled, leave the group; what was not settled is delivered
         again from the last commit."""
         await self._stop_keepalive()
+        await _bounded(self._committed(), 5)
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             if self.pending:
@@ -341,8 +347,10 @@ class KafkaSource:
         if self._interrupted:
             self._interrupted = False
             return None
+        if self._revoking and not wait:
+            return None  # the core settles what it holds; the revocation waits for that
         if self.pending:
-            await self._flush(consumer)  # a commit that failed for a passing reason
+            self._commit_soon()  # a commit that failed for a passing reason
         from aiokafka.errors import ConsumerStoppedError, KafkaError
 
         try:
@@ -427,7 +435,7 @@ class KafkaSource:
             )
         if self._commit and polled.epoch == self.epoch and self.consumer is not None:
             self.pending.update(polled.ends)
-            await self._flush(self.consumer)
+            self._commit_soon()
         self._release()
 
     async def redeliver(self, batches: Sequence[Batch]) -> None:
@@ -457,6 +465,32 @@ class KafkaSource:
         self._held = max(0, self._held - 1)
         if not self._held:
             self._idle.set()
+
+    def _commit_soon(self) -> None:
+        """Commit what is pending without waiting for the broker's answer (the next batch is
+        processed meanwhile); a commit under way is followed by one for whatever was
+        settled while it ran. The offsets were already confirmed as processed, so this
+        changes only how soon a commit's round trip ends, never what is committed."""
+        task = self._committing
+        if task is None or task.done():
+            self._committing = asyncio.get_running_loop().create_task(
+                self._commit_pending(), name=f"kafka-commit:{self.label}"
+            )
+
+    async def _commit_pending(self) -> None:
+        consumer = self.consumer
+        while self.pending and consumer is not None and consumer is self.consumer:
+            before = dict(self.pending)
+            await self._flush(consumer)
+            if self.pending == before:
+                return  # failed for a passing reason: tried again at the next fetch
+
+    async def _committed(self) -> None:
+        """Until the commit under way (if any) has its answer."""
+        task = self._committing
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     async def _flush(self, consumer: Any) -> None:
         """Commit what was processed. A commit refused after a rebalance is dropped (the
@@ -552,7 +586,14 @@ class KafkaSource:
     # -- rebalances ------------------------------------------------------------------------
 
     async def revoked(self, consumer: Any, revoked: set[Any]) -> None:
-        """Before partitions go: let the batch in flight be settled (bounded), commit."""
+        """Before partitions go: let the batches in flight be settled (bounded), commit."""
+        self._revoking = True
+        try:
+            await self._revoke(consumer, revoked)
+        finally:
+            self._revoking = False
+
+    async def _revoke(self, consumer: Any, revoked: set[Any]) -> None:
         if not self._idle.is_set():
             try:
                 await asyncio.wait_for(self._idle.wait(), self._revoke_wait)
@@ -564,6 +605,7 @@ class KafkaSource:
                     self._revoke_wait,
                 )
         self.epoch += 1
+        await _bounded(self._committed(), self._revoke_wait)
         if self.pending:
             await _bounded(self._flush(consumer), self._revoke_wait)
             self.pending.clear()

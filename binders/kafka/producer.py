@@ -4,11 +4,12 @@ handed over whole as soon as it is full, confirmations awaited together.
 ``Batches`` is the one send path (outputs, dead letters, transactions): records are
 partitioned here (``Message.partition`` if the core chose one, else Kafka's murmur2 hash of
 the key, the Java client's default, so a Spring producer and we put a key on the same
-partition; records without a key stick to one partition per call, as Kafka's sticky
-partitioner does), appended to one builder per partition, and each full builder goes to
-the producer at once, one future per batch. ``publish`` sends a whole batch of records and
-waits; a ``KafkaOutbox`` takes the outputs of one input batch in slices while the core is
-still making them, so the broker round trips overlap the processing.
+partition; records without a key fill one partition's batch, then the next partition's,
+as Kafka's uniform sticky partitioner does), appended to one builder per partition, and
+each full builder goes to the producer at once, one future per batch. ``publish`` sends a
+whole batch of records and waits; a ``KafkaOutbox`` takes the outputs of one input batch in
+slices while the core is still making them, so the broker round trips overlap the
+processing.
 """
 
 from __future__ import annotations
@@ -242,27 +243,41 @@ class Batches:
         handed = 0
         builders = self._open
         parts = self._parts
+        create = self._client.create_batch
         for key, value, headers, partition in records:
             # The partition choice of ``_partition``, inline: this runs for every record.
+            sticky = False
             if partition is None:
                 if key is not None:
                     partition = _keyed(key, self._count)
                 else:
                     if self._sticky is None:
                         self._sticky = next(_sticky) % self._count
-                    partition = self._sticky
+                    partition, sticky = self._sticky, True
             elif partition not in parts:
                 partition = self._partition(key, partition)  # raises
-            entry = builders.get(partition)
-            if entry is None:
-                entry = builders[partition] = [self._client.create_batch(), tag]
-            if entry[0].append(timestamp=None, key=key, value=value, headers=headers) is None:
-                # Full: hand it over and start the next (which takes any first record).
+            while True:
+                entry = builders.get(partition)
+                if entry is None:
+                    # A fresh builder takes any first record.
+                    entry = builders[partition] = [create(), tag]
+                    entry[0].append(timestamp=None, key=key, value=value, headers=headers)
+                    break
+                if (
+                    entry[0].append(timestamp=None, key=key, value=value, headers=headers)
+                    is not None
+                ):
+                    break
+                # Full: hand it over. Records without a key then move on to the next
+                # partition (Kafka's uniform sticky partitioner does the same), so the
+                # batches of one call spread over the partitions and one produce request
+                # carries several of them: aiokafka keeps one request in flight per
+                # broker, with one batch per partition.
                 del builders[partition]
                 await self._hand_over(partition, entry[0], entry[1], tag)
                 handed += 1
-                entry = builders[partition] = [self._client.create_batch(), tag]
-                entry[0].append(timestamp=None, key=key, value=value, headers=headers)
+                if sticky:
+                    partition = self._sticky = (partition + 1) % self._count
         return handed
 
     async def _add_checked(self, records: Sequence[Record], tag: int) -> int:
@@ -415,13 +430,20 @@ class KafkaOutbox:
     """The outputs of one input batch for one topic (the SPI's ``Outbox``): each slice is
     appended to the batch builders at once and full batches go to the producer straight
     away, so the broker round trips of a poll's outputs overlap with the processing of the
-    rest of the poll instead of following it."""
+    rest of the poll instead of following it.
+
+    The last, partly filled builders of an outbox are handed over by its ``confirm``, or
+    earlier, by the first ``add`` of any later outbox of the same sink: the core processes
+    the next poll before it confirms the previous one, and a full batch of the next poll
+    must not reach a partition before the previous poll's last records there (order per
+    partition), nor should those wait unsent while the next poll is processed."""
 
     __slots__ = (
         "_batches",
         "_client",
         "_limit",
         "_limits",
+        "_lost",
         "_refused",
         "_renew",
         "_sink",
@@ -445,6 +467,7 @@ class KafkaOutbox:
         self._batches: Batches | None = None
         self._sizes: list[int] = []  # messages per slice handed over
         self._refused: dict[int, DeliveryError] = {}  # slices refused before sending
+        self._lost: BaseException | None = None  # a hand-over failed: records not sent
 
     async def add(self, messages: Sequence[Message[bytes]]) -> int | None:
         """Append a slice; hands over (and may wait to hand over) the batches it fills.
@@ -458,10 +481,12 @@ class KafkaOutbox:
         self._sizes.append(len(messages))
         batches = self._batches
         if batches is None:
+            await self._sink.hand_over_before(self)
             parts = await partitions_of(self._client, self._topic)
             batches = self._batches = Batches(
                 self._client, self._topic, parts, self._limit, self._limits
             )
+            self._sink.open_outboxes.append(self)
         # No extra yield after a batch was handed over: the sender picks it up at the next
         # wait (measured: yielding here at once was no faster, slightly slower).
         try:
@@ -469,6 +494,21 @@ class KafkaOutbox:
         except DeliveryError as exc:  # a partition the topic does not have
             self._refused[tag] = exc
         return batches.wanted()
+
+    async def hand_over(self) -> None:
+        """Hand the partly filled builders to the producer (the rest is still confirmed
+        by ``confirm``)."""
+        opened = self._sink.open_outboxes
+        if self in opened:
+            opened.remove(self)
+        if self._batches is not None:
+            try:
+                await self._batches.flush()
+            except BaseException as exc:
+                # Builders not handed over are gone: ``confirm`` must not report their
+                # records as sent, whoever called this.
+                self._lost = exc
+                raise
 
     async def confirm(self) -> list[Exception | None]:
         """Hand over the rest and wait for every confirmation: per message, None when its
@@ -481,7 +521,9 @@ class KafkaOutbox:
         batches = self._batches
         if batches is not None:
             try:
-                await batches.flush()
+                await self.hand_over()
+                if self._lost is not None:
+                    raise self._lost
             finally:
                 failures = await batches.wait()
                 if self._renew is not None and any(breaks_producer(e) for e, _, _ in failures):
@@ -554,6 +596,18 @@ class KafkaSink:
         self._release = release
         self.limit = limit  # the topic's max.message.bytes, when known
         self.closed = False
+        #: Outboxes that may hold partly filled builders, oldest first.
+        self.open_outboxes: list[KafkaOutbox] = []
+
+    async def hand_over_before(self, outbox: KafkaOutbox) -> None:
+        """Before ``outbox`` appends its first record: hand over what every earlier outbox
+        of this sink still holds, so records reach each partition in the order they were
+        added."""
+        while self.open_outboxes:
+            earlier = self.open_outboxes[0]
+            if earlier is outbox:
+                return
+            await earlier.hand_over()
 
     def outbox(self, transaction: Any = None) -> KafkaOutbox | KafkaSyncOutbox:
         """An outbox for one batch of outputs; inside a consumer transaction of this

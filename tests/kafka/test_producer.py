@@ -92,8 +92,34 @@ async def test_many_batches_keep_order_per_partition(binder: KafkaBinder, kit: K
         order[r.partition].append(int(r.value.split(b":")[0]))
         keys[r.key].add(r.partition)
     assert all(seq == sorted(seq) for seq in order.values()), "order kept per partition"
-    assert len(keys[None]) == 1, "records without a key stick to one partition per send"
+    # Records without a key fill a batch of one partition, then of the next: one send's
+    # batches spread over the partitions (a produce request carries one per partition).
+    assert keys[None] == {0, 1, 2}, "records without a key spread, a batch at a time"
+    unkeyed_runs = [
+        [int(r.value.split(b":")[0]) for r in records if r.partition == p and r.key is None]
+        for p in range(3)
+    ]
+    assert all(len(run) >= 40 for run in unkeyed_runs), "whole batches, not single records"
     assert all(len(parts) == 1 for key, parts in keys.items() if key is not None)
+
+
+async def test_a_later_outbox_never_overtakes_an_earlier_ones_last_records(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    """The core processes the next poll before it confirms the previous one: the earlier
+    outbox's last, partly filled batch reaches the partition before any batch of the
+    later outbox, so order per partition holds across polls."""
+    topic = kit.name("overlap")
+    producer = await binder.producer(ProducerSpec("out", topic))
+    first, second = producer.sink.outbox(), producer.sink.outbox()
+    early = [Message(b"a%d" % i) for i in range(5)]  # far from filling a 16 KiB batch
+    late = [Message(b"b%d:" % i + b"x" * 300) for i in range(200)]  # several full batches
+    await first.add(early)
+    await second.add(late)
+    assert await second.confirm() == [None] * 200
+    assert await first.confirm() == [None] * 5
+    records = await kit.read(topic, 205)
+    assert [r.value for r in records] == [m.payload for m in early + late]
 
 
 async def test_a_refused_record_is_a_delivery_error_and_the_producer_goes_on(
