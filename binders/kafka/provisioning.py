@@ -166,25 +166,27 @@ class Provisioner:
             )
 
     async def _fragile(self, topic: str, acks: object) -> list[str]:
-        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+        from aiokafka.errors import KafkaError
 
         cluster = await self._call("describing the cluster", self._admin.describe_cluster())
         if len(cluster.get("brokers") or []) < 2:
             return []
-        found = await self._call(f"describing topic {topic}", self._admin.describe_topics([topic]))
-        parts = next((e.get("partitions") or [] for e in found if e.get("topic") == topic), [])
-        replicas = min((len(p.get("replicas") or []) for p in parts), default=0)
-        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})
-        responses = await self._call(
-            f"reading min.insync.replicas of {topic}", self._admin.describe_configs([resource])
-        )
-        min_isr = next(
-            (int(v) for n, v in config_entries(responses) if n == "min.insync.replicas"), 1
-        )
+        # A topic just created may not be known yet to the broker asked: ask again briefly.
+        replicas, min_isr = 0, None
+        for _ in range(30):
+            try:
+                replicas, min_isr = await self._replication(topic)
+            except (KafkaError, ProvisioningError) as exc:
+                log.debug("asking how %s is replicated: %s", topic, describe(exc))
+            if replicas and min_isr is not None:
+                break
+            await asyncio.sleep(0.1)
         reasons = []
         if str(acks) not in ("all", "-1"):
             reasons.append(f"acks is {acks}, so the partition leader alone acknowledges")
-        if replicas < 2:
+        if not replicas or min_isr is None:
+            log.debug("cannot tell how %s is replicated", topic)
+        elif replicas < 2:
             reasons.append(f"it has {replicas} replica{'' if replicas == 1 else 's'}")
         elif min_isr < 2:
             reasons.append(
@@ -192,6 +194,21 @@ class Provisioner:
                 "behind an acknowledged record may be on one broker only"
             )
         return reasons
+
+    async def _replication(self, topic: str) -> tuple[int, int | None]:
+        """(fewest replicas of any partition, min.insync.replicas) of ``topic``; 0 and None
+        for what the broker asked does not know."""
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        found = await self._call(f"describing topic {topic}", self._admin.describe_topics([topic]))
+        parts = next((e.get("partitions") or [] for e in found if e.get("topic") == topic), [])
+        replicas = min((len(p.get("replicas") or []) for p in parts), default=0)
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})
+        responses = await self._call(
+            f"reading min.insync.replicas of {topic}", self._admin.describe_configs([resource])
+        )
+        entries = config_entries(responses)
+        return replicas, next((int(v) for n, v in entries if n == "min.insync.replicas"), None)
 
     async def ensure_topic(
         self,
