@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import pika
 import pytest
@@ -55,6 +58,20 @@ def quiet(*loggers: str) -> Iterator[None]:
     finally:
         for logger, level in saved:
             logger.setLevel(level)
+
+
+@contextlib.asynccontextmanager
+async def one_test_at_a_time(kind: str) -> AsyncIterator[None]:
+    """Hold the cluster for one test across every test session on this machine: two
+    sessions each killing a node at once would leave one node of three, and no quorum.
+    The lock goes with the process, so a session killed half-way holds it no longer."""
+    path = Path(tempfile.gettempdir()) / f"binder-tests-{kind}-cluster.lock"
+    with path.open("a") as handle:
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _script(*args: str, timeout: float) -> None:
@@ -178,8 +195,9 @@ async def kafka_cluster(
     """The Kafka cluster for one test; nodes it killed are started again afterwards, and
     topics named with its ``names`` are deleted."""
     cluster = kafka_cluster_session
-    yield cluster
-    await asyncio.to_thread(cluster.restore)
+    async with one_test_at_a_time("kafka"):
+        yield cluster
+        await asyncio.to_thread(cluster.restore)
     marks = {name.rsplit("-", 1)[-1] for name in request.node.stash.get(_NAMES, [])}
     if marks:
         with quiet("aiokafka"), contextlib.suppress(Exception):
@@ -194,7 +212,7 @@ def names(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """``names(prefix)``: a fresh topic, exchange or queue name, cleaned up after the test
     on whichever cluster the test used."""
     namer = make_unique_namer(request.node.nodeid)
-    made = request.node.stash.setdefault(_NAMES, [])
+    made: list[str] = request.node.stash.setdefault(_NAMES, [])
 
     def name(prefix: str) -> str:
         made.append(namer(prefix))
@@ -206,9 +224,10 @@ def names(request: pytest.FixtureRequest) -> Callable[[str], str]:
 # -- RabbitMQ ----------------------------------------------------------------------------
 
 
-Channel = pika.adapters.blocking_connection.BlockingChannel
+#: pika's BlockingChannel (pika has no type hints).
+Channel: TypeAlias = Any
 #: A message taken from a queue: its headers and body.
-Delivered = tuple[dict[str, object], bytes]
+Delivered: TypeAlias = tuple[dict[str, Any], bytes]
 
 
 def _params(address: str) -> pika.ConnectionParameters:
@@ -234,7 +253,7 @@ class RabbitCluster(Nodes):
             raise AssertionError(f"{' '.join(argv)}: {result.stderr.strip()[-1000:]}")
         return result.stdout
 
-    def queues(self, via: int) -> dict[str, dict[str, object]]:
+    def queues(self, via: int) -> dict[str, dict[str, Any]]:
         """Every queue as node ``via`` sees it: type, leader node, members, ready messages."""
         out = self.ctl(
             via, "list_queues", "name", "type", "leader", "members", "messages_ready",
@@ -248,7 +267,7 @@ class RabbitCluster(Nodes):
         by_name = {name: n for n, name in RABBIT_NAMES.items()}
         return by_name[str(found["leader"])]
 
-    def _channel_run(self, via: int, work: Callable[[Channel], object]) -> object:
+    def _channel_run(self, via: int, work: Callable[[Channel], Any]) -> Any:
         with quiet("pika"):
             connection = pika.BlockingConnection(_params(self.addresses[via]))
             try:
@@ -263,7 +282,7 @@ class RabbitCluster(Nodes):
         def depth(channel: Channel) -> int:
             return int(channel.queue_declare(queue, passive=True).method.message_count)
 
-        return int(self._channel_run(via, depth))  # type: ignore[call-overload]
+        return int(self._channel_run(via, depth))
 
     def drain(self, queue: str, via: int, idle: float = 3.0) -> list[Delivered]:
         """Take every message from ``queue`` (headers and body each), acknowledging them,
@@ -286,7 +305,8 @@ class RabbitCluster(Nodes):
             channel.cancel()
             return out
 
-        return self._channel_run(via, take)  # type: ignore[return-value]
+        taken: list[Delivered] = self._channel_run(via, take)
+        return taken
 
     def delete(self, marks: set[str]) -> None:
         """Delete the queues and exchanges whose names carry one of ``marks``."""
@@ -336,8 +356,9 @@ async def rabbit_cluster(
     """The RabbitMQ cluster for one test; nodes it killed are started again afterwards,
     and the queues and exchanges named with its ``names`` are deleted."""
     cluster = rabbit_cluster_session
-    yield cluster
-    await asyncio.to_thread(cluster.restore)
+    async with one_test_at_a_time("rabbit"):
+        yield cluster
+        await asyncio.to_thread(cluster.restore)
     marks = {name.rsplit("-", 1)[-1] for name in request.node.stash.get(_NAMES, [])}
     if marks:
         with contextlib.suppress(Exception):
