@@ -320,6 +320,11 @@ stream:
             await asyncio.sleep(self.plan.window)
             last = await self.snapshot(target, pids, brokers)
             state = await self.group(group)
+            for _ in range(20):  # "unknown": the coordinator did not answer this once
+                if state[0] != "unknown":
+                    break
+                await asyncio.sleep(0.1)
+                state = await self.group(group)
             if state != ("Stable", k):
                 raise RuntimeError(f"the group changed during the window: {state}")
             if last.outputs >= self.plan.records:
