@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -722,8 +723,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     """``binder state list|get --url``: the stores and tables of a running app."""
-    import urllib.parse
-
     from binder_core.remote import RemoteError, call
 
     if args.action == "list":
@@ -776,7 +775,10 @@ def cmd_control(args: argparse.Namespace) -> int:
 
     state = {"pause": "PAUSED", "resume": "RESUMED", "stop": "STOPPED", "start": "STARTED"}
     _, answer = call(
-        args.url, f"/bindings/{args.name}", args.token_env, {"state": state[args.command]}
+        args.url,
+        f"/bindings/{urllib.parse.quote(args.name, safe='')}",
+        args.token_env,
+        {"state": state[args.command]},
     )
     if args.json:
         print(json.dumps(answer, indent=2))

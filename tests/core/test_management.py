@@ -190,3 +190,26 @@ async def test_a_request_for_another_host_name_is_refused_without_a_token() -> N
         assert await asyncio.to_thread(status, f"127.0.0.1:{port}") == 200
         assert await asyncio.to_thread(status, f"localhost:{port}") == 200
         assert await asyncio.to_thread(status, f"[::1]:{port}") == 200
+
+
+async def test_the_command_line_sends_a_binding_name_as_one_path_segment(
+    running: tuple[TestApp, str],
+) -> None:
+    """``shout-in-0?x`` is no binding: sent unencoded, its ``?x`` would be taken for a query
+    and the command would pause ``shout-in-0``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    app, url = running
+    command = [str(Path(sys.executable).with_name("binder")), "pause", "shout-in-0?x"]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--url", url, "--token-env", TOKEN_ENV],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "shout-in-0?x" in done.stderr, done.stderr
+    assert app.app is not None
+    assert app.app.bindings["shout-in-0"].state is BindingState.RUNNING
