@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -85,6 +86,8 @@ async def run(
     skipped: dict[str, str] = {}
     versions: dict[str, str] = {}
     started = time.monotonic()
+    # Other work on the machine moves every figure: what it was, is published with them.
+    loads = [os.getloadavg()[0]]
     for name in binders:
         suite = _suite(name)
         try:
@@ -99,6 +102,7 @@ async def run(
                 for scenario in scenarios:
                     for parts in suite.partition_counts(scenario, plan.partitions):
                         cases.append(await _case(suite, plan, scenario, size, parts, with_anchors))
+                        loads.append(os.getloadavg()[0])
         finally:
             await suite.close()
     document: dict[str, Any] = {
@@ -127,6 +131,11 @@ async def run(
         profiles = [b for b in binders if b != "memory" and b not in skipped]
         document["startup"] = await startup.measure(max(3, plan.repeats), profiles)
     document["machine"] = report.machine(versions)
+    document["load"] = {
+        "min": round(min(loads), 2),
+        "median": round(sorted(loads)[len(loads) // 2], 2),
+        "max": round(max(loads), 2),
+    }
     document["seconds"] = round(time.monotonic() - started, 1)
     document["table"] = report.table(cases)
     document["limits_table"] = report.limits_table(cases)
@@ -236,8 +245,10 @@ def _summary(document: dict[str, Any]) -> str:
         f"Machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, pydantic "
         f"{m['pydantic']}, aiokafka {m['aiokafka']}, pika {m['pika']}"
         + "".join(f", {k} {v}" for k, v in m.items() if k.endswith("broker")),
-        f"Medians of {document['plan']['repeats']} repeats, framework and baseline "
-        f"alternating in one process; {document['seconds']} s in all.",
+        f"Medians of {document['plan']['repeats']} repeats, framework, baseline and limit "
+        f"anchors taking turns; {document['seconds']} s in all. Load average (1 min) "
+        f"sampled after each case: {document['load']['min']:.1f} to "
+        f"{document['load']['max']:.1f}, median {document['load']['median']:.1f}.",
         "",
         document["table"],
     ]

@@ -13,8 +13,10 @@ import pytest
 
 from binder_core.errors import ConfigError
 from binder_core.message import Message
+from binder_core.pipeline import Work
 from binder_core.properties import ConsumerProperties, ProducerProperties
 from binder_core.spi import (
+    Batch,
     Binder,
     BindingState,
     Capability,
@@ -403,6 +405,55 @@ async def test_batches_respect_max_poll_records(binder: KafkaBinder, kit: Kit) -
     )
     await eventually(lambda: len(got.messages) == 100, what="100 messages")
     assert max(got.batches) <= 7
+
+
+class Overlapping:
+    """A processor (the core's side of a binding) noting, when each batch is confirmed,
+    how many batches had been processed by then."""
+
+    def __init__(self) -> None:
+        self.processed: list[list[bytes]] = []
+        self.ahead: list[int] = []  # per confirmed batch: batches processed after it
+        self.done: list[bytes] = []  # settled, in order
+
+    async def process(self, batch: Batch, transaction: Any = None) -> Work:
+        self.processed.append([m.payload for m in batch.messages])
+        return Work(batch, [None] * len(batch.messages), transaction)
+
+    async def finish(self, work: Work) -> list[Outcome]:
+        self.ahead.append(len(self.processed) - len(self.ahead) - 1)
+        return work.outcomes
+
+    def settled(self, work: Work) -> None:
+        self.done.extend(m.payload for m in work.batch.messages)
+
+    def given_back(self) -> None:
+        pass
+
+
+async def test_the_next_poll_is_processed_while_the_previous_one_is_confirmed(
+    binder: KafkaBinder, kit: Kit
+) -> None:
+    """With ``acks=all`` most of a poll's time was waiting for the acknowledgements of
+    its outputs: the core processes the next poll meanwhile, and still settles (commits)
+    the polls in order."""
+    topic, group = kit.name("overlap"), kit.name("g")
+    await kit.create(topic, 1)
+    sent = [f"o{i:02d}".encode() for i in range(40)]
+    await kit.produce(topic, sent)
+    processor = Overlapping()
+    ext = KafkaConsumerProperties(max_poll_records=5)
+    binding = await binder.consumer(consumer_spec(topic, group, ext=ext), processor)
+    await eventually(lambda: len(processor.done) == 40, what="40 records settled")
+    assert processor.done == sent
+    assert [p for batch in processor.processed for p in batch] == sent
+    assert max(processor.ahead) >= 1, "a later poll was processed before one was confirmed"
+    await binding.stop()
+    again = Collector()
+    await binder.consumer(consumer_spec(topic, group), again)
+    await kit.produce(topic, [b"after"])
+    await eventually(lambda: len(again.messages) == 1, what="the record sent after the stop")
+    assert again.payloads == [b"after"], "everything settled was committed"
 
 
 async def test_producer_needs_enough_partitions(kafka_bootstrap: str, kit: Kit) -> None:

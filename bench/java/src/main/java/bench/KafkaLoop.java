@@ -24,7 +24,8 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * Consume-process-produce with Kafka's own Java client, at-least-once: poll, process each
  * record and send its output, wait for every send's acknowledgement, then commit the
  * poll's offsets. The client settings are the Python binder's defaults (acks=all,
- * idempotence, 16 KiB batches, no linger, 500 records per poll).
+ * idempotence, 16 KiB batches, no linger, 500 records per poll); the Java client keeps its
+ * own pipelining (up to 5 requests in flight per broker).
  *
  * <p>Arguments: bootstrap-servers input-topic output-topic group messages [warm-up-topic
  * warm-up-records]: before the timed run, a consumer of its own group processes that many
@@ -56,6 +57,9 @@ public final class KafkaLoop {
         p.put("acks", "all");
         p.put("enable.idempotence", "true");
         p.put("batch.size", "16384");
+        // No linger, as the Python binder: this loop waits for each poll's acknowledgements,
+        // and the client's default of 5 ms held every poll's last batch back (measured:
+        // 41,000 against 61,000-66,000 records/s).
         p.put("linger.ms", "0");
         p.put("key.serializer", ByteArraySerializer.class.getName());
         p.put("value.serializer", ByteArraySerializer.class.getName());
