@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import lru_cache
@@ -270,6 +271,7 @@ def decoder_for(target: Any, content_type: str, converters: Mapping[str, Convert
             except Exception as exc:  # a validator of the user's model raised
                 raise ConversionError(_failed(target, exc)) from None
 
+        _UNWRAPPED[from_json] = validate_json
         return from_json
     converter = converters.get(mt)
     if converter is None:
@@ -289,6 +291,32 @@ def decoder_for(target: Any, content_type: str, converters: Mapping[str, Convert
             raise ConversionError(f"cannot decode {mt}: {_reason(exc)}") from None
 
     return via_converter
+
+
+#: A decoder -> the call inside it that does the work, for the per-message path: what it
+#: raises must be turned into the decoder's ``ConversionError`` by calling the decoder.
+_UNWRAPPED: weakref.WeakKeyDictionary[Decoder, Callable[[bytes], Any]] = weakref.WeakKeyDictionary()
+
+
+def unwrapped(decoder: Decoder) -> Callable[[bytes], Any] | None:
+    """The call inside ``decoder`` that does its work (pydantic's validator for a model
+    from JSON), or None: one Python call fewer per message. It may raise anything; the
+    caller then calls ``decoder`` itself, which raises the ``ConversionError`` that names
+    the problem."""
+    return _UNWRAPPED.get(decoder)
+
+
+def encoder_of(encode_object: Callable[[Any], bytes], kind: type) -> Callable[[Any], bytes]:
+    """What ``encode_object`` amounts to for values of type ``kind``: pydantic-core's own
+    ``to_json`` where ``to_json`` can only write finite numbers for that type (its check
+    would look at nothing), else ``encode_object``. Raises what they raise."""
+    if encode_object is to_json:
+        finite = _FINITE.get(kind)
+        if finite is None:
+            finite = _FINITE[kind] = _finite_by_type(kind)
+        if finite:
+            return pydantic_core.to_json
+    return encode_object
 
 
 def _failed(target: Any, exc: BaseException) -> str:
