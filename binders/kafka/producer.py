@@ -481,12 +481,17 @@ class KafkaOutbox:
         self._sizes.append(len(messages))
         batches = self._batches
         if batches is None:
-            await self._sink.hand_over_before(self)
+            # Inside a transaction (no ``renew``) batches never overlap, and what an aborted
+            # attempt left unsent must stay unsent: no other outbox hands it over.
+            shared = self._renew is not None
+            if shared:
+                await self._sink.hand_over_before(self)
             parts = await partitions_of(self._client, self._topic)
             batches = self._batches = Batches(
                 self._client, self._topic, parts, self._limit, self._limits
             )
-            self._sink.open_outboxes.append(self)
+            if shared:
+                self._sink.open_outboxes.append(self)
         # No extra yield after a batch was handed over: the sender picks it up at the next
         # wait (measured: yielding here at once was no faster, slightly slower).
         try:

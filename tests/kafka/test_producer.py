@@ -4,6 +4,7 @@ made it, and the core hands a batch's outputs over while it is still processing 
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -210,3 +211,47 @@ async def test_only_inputs_whose_outputs_kafka_refuses_fail(binder: KafkaBinder,
     records = await kit.read(topic, 58)
     got = [r.value for r in records]
     assert set(got) == {w.encode() * 40 for w in words if not w.startswith("big")}
+
+
+class _Client:
+    """A producer client that records the batches handed to it (our own logic under test:
+    which outbox hands what over)."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []  # records per batch handed over
+
+    def create_batch(self) -> Any:
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        return BatchBuilder(16384, 0)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    async def send_batch(self, builder: Any, topic: str, *, partition: int) -> Any:
+        self.sent.append(builder.record_count())
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_what_an_aborted_transaction_left_unsent_is_never_sent() -> None:
+    """Outboxes hand over what earlier ones still hold, but not a transaction's: an attempt
+    whose processing failed is aborted, and its unsent records must not be sent later
+    (inside the next transaction they would commit twice)."""
+    from binders.kafka.producer import KafkaSink, KafkaTransaction, ProducerSlot
+
+    shared, transactional = _Client(), _Client()
+
+    async def start() -> Any:
+        return shared
+
+    owner = object()
+    sink = KafkaSink(owner, "t", ProducerSlot(shared, start, 1.0), sync=False)
+    aborted = sink.outbox(KafkaTransaction(owner, transactional))
+    await aborted.add([Message(b"never")])  # a partly filled batch; then the attempt fails
+    later = sink.outbox()
+    await later.add([Message(b"x" * 300) for i in range(100)])  # fills batches
+    assert await later.confirm() == [None] * 100
+    assert transactional.sent == [], "the aborted attempt's record stayed unsent"
+    assert sum(shared.sent) == 100
