@@ -199,13 +199,22 @@ class Output:
     async def send(self, messages: Sequence[Message[bytes]]) -> None:
         """Send and wait for the broker's confirmation of all of them; raise
         ``DeliveryError`` naming the first refusal."""
-        if not messages:
-            return
+        if messages:
+            await self.confirmed(await self.hand_over(messages))
+
+    async def hand_over(self, messages: Sequence[Message[bytes]]) -> Outbox:
+        """Give ``messages`` to the client without waiting for their confirmation: what is
+        handed over later reaches the broker after them."""
         if self.tracing is not None:
             inject = not self._headerless
             messages = [self.tracing.publish(m, inject) for m in messages]
         box = self.sink.outbox(TRANSACTION.get())
         await box.add(messages)
+        return box
+
+    async def confirmed(self, box: Outbox) -> None:
+        """Wait until what ``box`` holds is confirmed; raise ``DeliveryError`` naming the
+        first refusal."""
         results = await box.confirm()
         ok = results.count(None)
         self.sent += ok
@@ -213,7 +222,7 @@ class Output:
             refused = [r for r in results if r is not None]
             first = refused[0]
             raise DeliveryError(
-                f"{len(refused)} of {len(messages)} message(s) to '{self.destination}' not "
+                f"{len(refused)} of {len(results)} message(s) to '{self.destination}' not "
                 f"accepted: {first}"
             ) from first
 

@@ -33,18 +33,29 @@ log = logging.getLogger(__name__)
 SUPPLIER_RETRY = RetryPolicy()
 
 MAX_BATCH = 256
+#: Batches of a supplier on their way to the broker at once.
+WINDOW = 4
 _LINGER = 0.005  # a sync generator's values wait at most this long to join a batch
 
 
 class BatchingSender:
-    """Sends values as they come; while one batch is being confirmed the next one fills,
-    and a producer that outruns the broker waits (back-pressure)."""
+    """Sends values as they come, without waiting for the confirmation of what went before:
+    up to ``window`` batches are on their way at once (handed over in the order they were
+    made), and a producer that outruns the broker waits (back-pressure).
 
-    def __init__(self, output: Output, max_batch: int = MAX_BATCH) -> None:
+    Waiting for one batch's confirmation before handing over the next kept a value made
+    during that wait back for a whole broker round trip (RabbitMQ confirms a persistent
+    message after its disk write): at 1,000 values a second that doubled the time from
+    supplier to consumer."""
+
+    def __init__(self, output: Output, max_batch: int = MAX_BATCH, window: int = WINDOW) -> None:
         self._output = output
         self._max = max_batch
+        self._window = window
         self._buffer: list[Message[bytes]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        #: Set once the batch handed over last is with the client: the next one waits for it.
+        self._handed: asyncio.Future[None] | None = None
         self.lost = 0
         #: Values that could not be made into messages (encoding, partition key).
         self.unsendable = 0
@@ -65,31 +76,31 @@ class BatchingSender:
                     self.unsendable += 1
                     _log_given_up(self._output.binding, "cannot be sent", exc, 1)
         self._buffer.extend(made)
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-        elif len(self._buffer) >= self._max:
-            await asyncio.shield(self._flushing)
+        self._pump()
+        while len(self._buffer) >= self._max and self._flushes:
+            await asyncio.wait(set(self._flushes), return_when=asyncio.FIRST_COMPLETED)
+            self._pump()
 
     async def drain(self) -> None:
         """Wait until everything added has been confirmed (or reported lost). Cancelled
         (the app stops and its grace ran out: a broker that never confirms, a memory
         group nobody reads), it gives up what is unconfirmed, counted and logged."""
         try:
-            while self._flushing is not None and not self._flushing.done():
-                await asyncio.shield(self._flushing)
-            if self._buffer:
-                await self._flush()
+            self._pump()
+            while self._flushes:
+                await asyncio.wait(set(self._flushes))
+                self._pump()
         except asyncio.CancelledError:
             self.abandon()
             raise
 
     def abandon(self) -> None:
         """Give up what is not confirmed yet (the supplier was cancelled)."""
-        flushing, self._flushing = self._flushing, None
-        if flushing is not None and not flushing.done():
-            flushing.cancel()
+        flushes, self._flushes = self._flushes, set()
+        for flush in flushes:
+            flush.cancel()
         left, self._buffer = len(self._buffer), []
-        if flushing is not None or left:
+        if flushes or left:
             self.lost += left
             self._output.lost += left
             log.warning(
@@ -99,13 +110,33 @@ class BatchingSender:
                 left,
             )
 
-    async def _flush(self) -> None:
-        # Never raises: a supplier must outlive a batch the broker would not take.
-        while self._buffer:
+    def _pump(self) -> None:
+        """Start a flush for each batch the buffer holds, while the window has room."""
+        loop = asyncio.get_running_loop()
+        while self._buffer and len(self._flushes) < self._window:
             batch, self._buffer = self._buffer[: self._max], self._buffer[self._max :]
+            after, self._handed = self._handed, loop.create_future()
+            flush = loop.create_task(self._flush(batch, after, self._handed))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+
+    async def _flush(
+        self,
+        batch: list[Message[bytes]],
+        after: asyncio.Future[None] | None,
+        handed: asyncio.Future[None],
+    ) -> None:
+        # Never raises: a supplier must outlive a batch the broker would not take. A batch
+        # sent again after a refusal may reach the broker after batches made later.
+        try:
+            if after is not None:
+                await asyncio.shield(after)
             for attempt in range(1, 6):
                 try:
-                    await self._output.send(batch)
+                    box = await self._output.hand_over(batch)
+                    if not handed.done():
+                        handed.set_result(None)
+                    await self._output.confirmed(box)
                     break
                 except DeliveryError as exc:
                     if attempt == 5:
@@ -115,6 +146,9 @@ class BatchingSender:
                 except Exception as exc:  # a closed producer: trying again cannot help
                     self._lose(batch, exc)
                     break
+        finally:
+            if not handed.done():
+                handed.set_result(None)
 
     def _lose(self, batch: list[Message[bytes]], exc: Exception) -> None:
         self.lost += len(batch)

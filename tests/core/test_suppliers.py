@@ -4,6 +4,7 @@ logged and skipped; a supplier that raises is polled again."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,9 @@ from typing import Any
 import pytest
 
 import binder_core.suppliers as suppliers
+from binder_core.conversion import to_json
+from binder_core.output import Output
+from binder_core.properties import ProducerProperties
 from binder_core.retry import RetryPolicy
 from binder_core.testing import TestApp
 
@@ -145,3 +149,65 @@ async def test_an_async_generator_supplier_goes_on_past_a_failing_value() -> Non
     async with TestApp({"words": words, "shout": shout}, properties=tree) as app:
         got = await app.receive_all("wordsshout-out-0", 2)
         assert [m.payload for m in got] == [b"A", b"C"]
+
+
+class _SlowConfirms:
+    """A sink whose confirmations come only when the test says so: what reaches the
+    client, and when, is what the sender is judged on."""
+
+    def __init__(self) -> None:
+        self.handed: list[bytes] = []
+        self.release = asyncio.Event()
+
+    def outbox(self, transaction: Any = None) -> Any:
+        sink = self
+
+        class Box:
+            count = 0
+
+            async def add(self, messages: Any) -> None:
+                sink.handed.extend(m.payload for m in messages)
+                self.count += len(messages)
+
+            async def confirm(self) -> list[None]:
+                await sink.release.wait()
+                return [None] * self.count
+
+        return Box()
+
+    async def close(self) -> None:
+        pass
+
+
+def _sender(sink: _SlowConfirms, window: int = 4) -> suppliers.BatchingSender:
+    out = Output("tick-out-0", "ticks", sink, to_json, "application/json", ProducerProperties())
+    return suppliers.BatchingSender(out, max_batch=2, window=window)
+
+
+async def test_a_value_is_handed_over_while_earlier_ones_wait_for_their_confirmation() -> None:
+    sink = _SlowConfirms()
+    sender = _sender(sink)
+    await sender.add([1])
+    await asyncio.sleep(0)  # the first flush hands its batch over, then waits
+    await sender.add([2])
+    await asyncio.sleep(0)
+    assert sink.handed == [b"1", b"2"]  # not held back behind the first confirmation
+    sink.release.set()
+    await sender.drain()
+    assert sender.lost == 0
+
+
+async def test_batches_are_handed_over_in_order_and_a_full_window_holds_the_producer() -> None:
+    sink = _SlowConfirms()
+    sender = _sender(sink, window=2)
+    await sender.add([1, 2])
+    await sender.add([3, 4])
+    adding = asyncio.ensure_future(sender.add([5, 6]))  # two batches out, the buffer full
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sink.handed == [b"1", b"2", b"3", b"4"]
+    assert not adding.done()  # back-pressure: nothing more until a confirmation
+    sink.release.set()
+    await adding
+    await sender.drain()
+    assert sink.handed == [b"1", b"2", b"3", b"4", b"5", b"6"]
