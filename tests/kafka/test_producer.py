@@ -219,6 +219,7 @@ class _Client:
 
     def __init__(self) -> None:
         self.sent: list[int] = []  # records per batch handed over
+        self.alone: list[bytes] = []  # records handed over one by one (``send``)
 
     def create_batch(self) -> Any:
         from aiokafka.producer.message_accumulator import BatchBuilder
@@ -233,6 +234,34 @@ class _Client:
         future = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> Any:
+        self.alone.append(value)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_a_few_records_left_at_the_end_join_the_producers_batch_one_by_one() -> None:
+    """``send_batch`` waits while the producer still queues a batch of the partition; a few
+    records go through ``send``, which adds them to that batch: at low rates, one broker
+    round trip instead of two. Many records still go as one batch."""
+    from binders.kafka.producer import KafkaSink, ProducerSlot
+
+    client = _Client()
+
+    async def start() -> Any:
+        return client
+
+    sink = KafkaSink(object(), "t", ProducerSlot(client, start, 1.0), sync=False)
+    few = sink.outbox()
+    await few.add([Message(b"a"), Message(b"b"), Message(b"c")])
+    assert await few.confirm() == [None] * 3
+    assert client.alone == [b"a", b"b", b"c"] and client.sent == []
+    many = sink.outbox()
+    await many.add([Message(b"m%d" % i) for i in range(20)])
+    assert await many.confirm() == [None] * 20
+    assert client.sent == [20] and len(client.alone) == 3
 
 
 async def test_what_an_aborted_transaction_left_unsent_is_never_sent() -> None:
