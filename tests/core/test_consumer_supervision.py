@@ -258,41 +258,43 @@ class SlowConfirms(HandleProcessor):
         return list(work.outcomes)
 
 
-async def test_input_arriving_while_confirmations_are_awaited_is_processed_at_once() -> None:
+@pytest.fixture
+async def overlapping() -> AsyncIterator[tuple[FakeSubscription, Collector, SlowConfirms]]:
+    """A started binding over a source that overlaps, with confirmations held back."""
+    sub = FakeSubscription()
+    collector = Collector()
+    processor = SlowConfirms(collector)
+    binding = ConsumerBinding(NAME, sub, processor)  # type: ignore[arg-type]
+    FakeSource.overlap = True
+    try:
+        await binding.start()
+        yield sub, collector, processor
+    finally:
+        FakeSource.overlap = False
+        await binding.stop()
+
+
+async def test_input_arriving_while_confirmations_are_awaited_is_processed_at_once(
+    overlapping: tuple[FakeSubscription, Collector, SlowConfirms],
+) -> None:
     """With overlap, a message that arrives while the previous batch's outputs wait for
     their confirmations is processed without waiting for them; the batches are still
     acknowledged in order, and only once confirmed."""
-    sub = FakeSubscription()
-    collector = Collector()
-    processor = SlowConfirms(collector)
-    binding = ConsumerBinding(NAME, sub, processor)  # type: ignore[arg-type]
-    FakeSource.overlap = True
-    try:
-        await binding.start()
-        sub.send(b"first")
-        await collector.wait_for(1)
-        sub.send(b"second")  # the first batch's confirmations are still awaited
-        await collector.wait_for(2)
-        assert sub.settled == [], "acknowledged before its outputs were confirmed"
-        processor.confirm.set()
-        await eventually(lambda: sub.settled == [b"first", b"second"], "both acknowledged")
-    finally:
-        FakeSource.overlap = False
-        await binding.stop()
+    sub, collector, processor = overlapping
+    sub.send(b"first")
+    await collector.wait_for(1)
+    sub.send(b"second")  # the first batch's confirmations are still awaited
+    await collector.wait_for(2)
+    assert sub.settled == [], "acknowledged before its outputs were confirmed"
+    processor.confirm.set()
+    await eventually(lambda: sub.settled == [b"first", b"second"], "both acknowledged")
 
 
-async def test_confirmations_arriving_while_input_is_awaited_acknowledge_at_once() -> None:
-    sub = FakeSubscription()
-    collector = Collector()
-    processor = SlowConfirms(collector)
-    binding = ConsumerBinding(NAME, sub, processor)  # type: ignore[arg-type]
-    FakeSource.overlap = True
-    try:
-        await binding.start()
-        sub.send(b"only")
-        await collector.wait_for(1)
-        processor.confirm.set()  # no more input comes: the batch is acknowledged anyway
-        await eventually(lambda: sub.settled == [b"only"], "acknowledged without more input")
-    finally:
-        FakeSource.overlap = False
-        await binding.stop()
+async def test_confirmations_arriving_while_input_is_awaited_acknowledge_at_once(
+    overlapping: tuple[FakeSubscription, Collector, SlowConfirms],
+) -> None:
+    sub, collector, processor = overlapping
+    sub.send(b"only")
+    await collector.wait_for(1)
+    processor.confirm.set()  # no more input comes: the batch is acknowledged anyway
+    await eventually(lambda: sub.settled == [b"only"], "acknowledged without more input")
