@@ -118,7 +118,13 @@ class BatchingSender:
             after, self._handed = self._handed, loop.create_future()
             flush = loop.create_task(self._flush(batch, after, self._handed))
             self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
+            flush.add_done_callback(self._flushed)
+
+    def _flushed(self, flush: asyncio.Task[None]) -> None:
+        # What waited for room goes now, not when the supplier next makes a value.
+        self._flushes.discard(flush)
+        if not flush.cancelled():
+            self._pump()
 
     async def _flush(
         self,

@@ -211,3 +211,18 @@ async def test_batches_are_handed_over_in_order_and_a_full_window_holds_the_prod
     await adding
     await sender.drain()
     assert sink.handed == [b"1", b"2", b"3", b"4", b"5", b"6"]
+
+
+async def test_what_waited_for_a_full_window_goes_as_soon_as_there_is_room() -> None:
+    sink = _SlowConfirms()
+    sender = _sender(sink, window=1)
+    await sender.add([1, 2])
+    await sender.add([3])  # the window is full: 3 waits, and nothing more comes
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sink.handed == [b"1", b"2"]
+    sink.release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sink.handed == [b"1", b"2", b"3"]  # without another add or a drain
+    await sender.drain()
