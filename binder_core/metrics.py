@@ -261,7 +261,7 @@ class AppCollector:
         lag = GaugeMetricFamily(
             "binder_consumer_lag",
             "Kafka: records behind the end of each assigned partition (sampled).",
-            labels=["binding", "partition"],
+            labels=["binding", "topic", "partition"],
         )
         depth = GaugeMetricFamily(
             "binder_queue_depth",
@@ -270,9 +270,13 @@ class AppCollector:
         )
         if sampler.fresh:
             for binding, (kind, figures) in sampler.backlog.items():
-                family = lag if kind == "lag" else depth
                 for label, count in figures.items():
-                    family.add_metric([binding, label], count)
+                    if kind == "lag":
+                        # A partition is named ``<topic>-<n>``; a topic name may hold dashes.
+                        topic, _, partition = label.rpartition("-")
+                        lag.add_metric([binding, topic, partition], count)
+                    else:
+                        depth.add_metric([binding, label], count)
         yield from (up, reconnects, lag, depth)
 
 

@@ -41,7 +41,8 @@ async def test_a_lag_slower_than_the_interval_is_still_shown() -> None:
             body = text(collector)[0].decode()
             return bool(
                 re.search(
-                    r'^binder_consumer_lag\{binding="words-in-0",partition="words-0"\} 42\.0$',
+                    r'^binder_consumer_lag\{binding="words-in-0",partition="0",topic="words"\} '
+                    r"42\.0$",
                     body,
                     re.MULTILINE,
                 )
