@@ -191,6 +191,7 @@ class Management:
                 web.get("/bindings/{name}", self._binding),
                 web.post("/bindings/{name}", self._control),
                 web.get("/metrics", self._metrics),
+                web.get("/asyncapi", self._asyncapi),
             ]
         )
         from binder_core.dlq.endpoint import DeadLetterRoutes
@@ -297,6 +298,20 @@ class Management:
             }
         up = all(b["status"] == "UP" for b in [*binders.values(), *bindings.values()])
         return {"status": "UP" if up else "DOWN", "binders": binders, "bindings": bindings}
+
+    async def _asyncapi(self, request: web.Request) -> web.Response:
+        """The running app's AsyncAPI 3.0 document, as ``binder asyncapi`` writes it (JSON):
+        a catalogue or a gateway can read it from the app itself."""
+        from aiohttp import web
+
+        from binder_core.asyncapi import document
+
+        app = self._app
+        config = getattr(app, "config", None)  # an app made for tests may have none
+        if config is None:
+            return web.json_response({"error": "this app has no configuration"}, status=404)
+        title = getattr(getattr(app, "module", None), "__name__", "app")
+        return web.json_response(document(app.plan, config, title))
 
     async def _bindings(self, request: web.Request) -> web.Response:
         from aiohttp import web

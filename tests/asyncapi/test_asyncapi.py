@@ -5,6 +5,7 @@ really binds: servers without secrets, channels, groups, payload schemas, exampl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,7 +20,10 @@ from binder_core import asyncapi
 from binder_core.config import load_config
 from binder_core.plan import make_plan
 from binder_core.plugins import load_plugins
+from binder_core.remote import call
 from tests.asyncapi import every_type
+from tests.operating.conftest import management_url
+from tests.support import Apps
 
 SCHEMA = Path(__file__).with_name("schema") / "asyncapi-3.0.0.json"
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,3 +226,16 @@ def test_a_bad_app_is_a_configuration_error() -> None:
     done = cli("apps.nothing_here")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
+
+
+async def test_a_running_app_serves_its_document(validator: Any, apps: Apps) -> None:
+    """``GET /asyncapi`` on the management endpoint: the document ``binder asyncapi``
+    writes for the same app and configuration."""
+    app = apps("run", "apps.market", "--management-port", "0")
+    url = await management_url(app)
+    status, served = await asyncio.to_thread(call, url, "/asyncapi", "BINDER_TEST_NO_TOKEN")
+    assert status == 200, served
+    valid(validator, served)
+    written = cli("apps.market", "--format", "json")
+    assert written.returncode == 0, written.stderr
+    assert served == json.loads(written.stdout)
