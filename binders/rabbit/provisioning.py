@@ -101,7 +101,7 @@ class Topology:
                 await self._do(op, kwargs)
                 break
             except ProvisioningError as exc:
-                if not (adopt and exc.code == 406):
+                if not (adopt and _exists_otherwise(exc)):
                     raise
                 kwargs = await self._adopt(op, kwargs)
                 break
@@ -491,14 +491,23 @@ def _short(name: object) -> str:
     return text if len(text) <= MAX_NAME_BYTES else text[:40] + "..."
 
 
+def _exists_otherwise(exc: Exception) -> bool:
+    """RabbitMQ's 406 for a declaration that differs from what exists ("inequivalent arg").
+    The same code refuses arguments that are wrong in themselves (an exclusive quorum
+    queue): such a queue does not exist to be adopted or matched."""
+    return getattr(exc, "code", None) == 406 and "inequivalent arg" in str(exc)
+
+
 def _explain(op: str, kwargs: dict[str, Any], exc: ChannelLost) -> str:
     what = _what(op, kwargs)
     hint = ""
-    if exc.code == 406:
+    if _exists_otherwise(exc):
         hint = (
             "; it already exists with other settings (type, durability or arguments such as "
             "dead-lettering): make the binding's properties match it, or delete it"
         )
+    elif exc.code == 406:
+        hint = "; RabbitMQ refused its arguments or properties (its reply says which)"
     elif exc.code == 403:
         hint = "; the user lacks permission on this virtual host"
     elif exc.code == 405:

@@ -695,3 +695,22 @@ async def test_returns_on_a_headers_exchange_blame_the_right_message(
     items = [(dest, m.payload, rabbit.properties(m.headers)) for m in batch]
     failures = await rabbit.publisher.publish(rabbit.exchange, items, mandatory=True)
     assert list(failures) == [1], failures
+
+
+async def test_a_queue_refused_for_its_own_arguments_is_not_called_existing(
+    binder: RabbitBinder, admin: Admin, unique_name: Namer
+) -> None:
+    """RabbitMQ's 406 also refuses arguments that are wrong in themselves (here an
+    exclusive quorum queue): that queue does not exist, so it is neither adopted nor
+    blamed on one that does."""
+    from binders.rabbit.provisioning import ProvisioningError
+
+    name = unique_name("refused")
+    await binder.consumer(ConsumerSpec("in", unique_name("warm"), None), Collector())
+    kwargs = {"queue": name, "durable": True, "exclusive": True}
+    kwargs["arguments"] = {"x-queue-type": "quorum"}
+    with pytest.raises(ProvisioningError) as info:
+        await binder.topology._declare(("queue", name), "queue_declare", kwargs, adopt=True)
+    text = str(info.value)
+    assert "refused its arguments or properties" in text, text
+    assert "other settings" not in text
