@@ -381,10 +381,7 @@ class Pipeline:
                 outcomes.append(outcome)
                 spans.append(len(pending))
             if output is not None:
-                work.outbox = output.outbox(transaction)
-                work.output = output
-                if pending:
-                    await work.outbox.add(pending)
+                await _hand_over(work, output, pending, transaction)
             return work
 
     async def _each_stateful(self, batch: Batch, transaction: Any) -> Work:
@@ -430,12 +427,8 @@ class Pipeline:
         finally:
             changed = [(store, store.end()) for store in stores]
         work.state = [(store, changes) for store, changes in changed if changes is not None]
-        output = self.output
-        if output is not None:
-            work.outbox = output.outbox(transaction)
-            work.output = output
-            if pending:
-                await work.outbox.add(pending)
+        if self.output is not None:
+            await _hand_over(work, self.output, pending, transaction)
         return work
 
     async def _feed_stream(self, value: Any) -> list[Any]:
@@ -744,3 +737,13 @@ def _spring_modes(
         return msg if wants_message else msg.payload
 
     return argument
+
+
+async def _hand_over(
+    work: Work, output: Output, pending: list[Message[bytes]], transaction: Any
+) -> None:
+    """A batch's outputs, made all at once, go into an outbox of their own."""
+    work.outbox = output.outbox(transaction)
+    work.output = output
+    if pending:
+        await work.outbox.add(pending)

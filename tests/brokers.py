@@ -178,7 +178,7 @@ def require_broker(config: pytest.Config, name: str) -> str:
     )
     if os.environ.get(ENV_VARS[name]):
         message += f" (or fix {ENV_VARS[name]})"
-    _skip_or_fail(message, "unreachable brokers fail")
+    skip_or_fail(message, "unreachable brokers fail")
 
 
 def require_own_broker(name: str) -> None:
@@ -187,13 +187,15 @@ def require_own_broker(name: str) -> None:
     failed, so a CI run never goes green without its fault tests."""
     var = ENV_VARS[name]
     if os.environ.get(var):
-        _skip_or_fail(
+        skip_or_fail(
             f"{var} names an external {name} broker, which scripts/brokers does not restart",
             "fault tests need a broker they can restart",
         )
 
 
-def _skip_or_fail(message: str, rule: str) -> None:
+def skip_or_fail(message: str, rule: str) -> None:
+    """Skip locally; with ``CI=true`` fail instead: a CI run never goes green on a test
+    that did not run."""
     if in_ci():
         pytest.fail(f"{message} [CI=true: {rule}, never skip]", pytrace=False)
     pytest.skip(message)
@@ -380,7 +382,7 @@ def require_tls(config: pytest.Config, listener: str) -> str:
             cache[listener] = None
     problem = cache[listener]
     if problem is not None:
-        _skip_or_fail(
+        skip_or_fail(
             f"{listener} TLS listener not usable at {address} ({problem}); "
             f"start it with: scripts/brokers up {broker}",
             "missing TLS listeners fail",
@@ -394,7 +396,7 @@ def tls_files() -> TlsFiles:
     files = TlsFiles(TLS_DIR / "ca.pem", TLS_DIR / "client.pem", TLS_DIR / "client.key")
     missing = [str(p) for p in (files.ca, files.client_cert, files.client_key) if not p.is_file()]
     if missing:
-        _skip_or_fail(
+        skip_or_fail(
             f"no test CA and certificates ({', '.join(missing)}); run: scripts/brokers up",
             "missing TLS material fails",
         )
@@ -503,7 +505,7 @@ def prometheus() -> Prometheus:
         if not PROMETHEUS_TARGETS.is_dir():
             raise FileNotFoundError(f"no targets directory {PROMETHEUS_TARGETS}")
     except Exception as exc:  # any failure means it is not usable
-        _skip_or_fail(
+        skip_or_fail(
             f"prometheus not usable at {url} ({_describe(exc)}); "
             "start it with: scripts/brokers up prometheus",
             "an unreachable Prometheus fails",

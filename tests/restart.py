@@ -36,9 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
-from tests.brokers import broker_address, in_ci
+from tests.brokers import broker_address, skip_or_fail
 
 #: Seconds a broker may take to stop, and to answer again after it started.
 STOP_TIMEOUT = 120.0
@@ -347,10 +345,10 @@ def require_restartable(name: str) -> None:
     address = broker_address(name)
     host = urlsplit(address).hostname if "://" in address else _first_server(address)[0]
     if host is None or not _loopback(host):
-        message = f"the {name} broker is not on 127.0.0.1, so the tests do not restart it"
-        if in_ci():
-            pytest.fail(f"{message} [CI=true: fault tests need a broker they can restart]")
-        pytest.skip(message)
+        skip_or_fail(
+            f"the {name} broker is not on 127.0.0.1, so the tests do not restart it",
+            "fault tests need a broker they can restart",
+        )
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.brokers import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,9 +101,10 @@ def test_limit_anchors(tmp_path: Path, kafka_bootstrap: str, rabbit_url: str) ->
     """The Java clients' loops and Kafka's perf tools run beside the framework, each
     checked to have moved exactly its messages (and Kafka's in per-partition order)."""
     if not _java_tools():
-        if os.environ.get("CI"):
-            pytest.fail("the limit anchors need a JDK and Maven (scripts/brokers installs them)")
-        pytest.skip("no JDK or Maven here")
+        skip_or_fail(
+            "no JDK or Maven here (scripts/brokers installs them)",
+            "the limit anchors need a JDK and Maven",
+        )
     document = run_bench(
         tmp_path,
         "--binders", "kafka,rabbit", "--scenarios", "process", "--sizes", "small",

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.brokers import in_ci
+from tests.brokers import skip_or_fail
 from tests.support import REPO, AppProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,10 +30,7 @@ WAIT = 30.0
 
 
 def _unavailable(reason: str) -> None:
-    message = f"{reason}; install it with scripts/browser"
-    if in_ci():
-        pytest.fail(f"{message} [CI=true: a browser that cannot start fails]", pytrace=False)
-    pytest.skip(message)
+    skip_or_fail(f"{reason}; install it with scripts/browser", "a browser that cannot start fails")
 
 
 @pytest.fixture

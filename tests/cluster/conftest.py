@@ -29,7 +29,7 @@ import pika
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.brokers import in_ci, make_unique_namer
+from tests.brokers import make_unique_namer, skip_or_fail
 from tests.support import REPO, apps  # noqa: F401  (the apps fixture)
 
 SCRIPT = REPO / "scripts" / "brokers"
@@ -38,12 +38,6 @@ RABBIT_NODES = {1: "127.0.0.1:5681", 2: "127.0.0.1:5682", 3: "127.0.0.1:5683"}
 RABBIT_NAMES = {n: f"binder-c{n}@localhost" for n in RABBIT_NODES}
 #: How long starting a node again may take (a Kafka JVM and its catch-up, a RabbitMQ boot).
 NODE_START_TIMEOUT = 240.0
-
-
-def _skip_or_fail(message: str) -> None:
-    if in_ci():
-        pytest.fail(f"{message} [CI=true: an unreachable cluster fails, never skips]", False)
-    pytest.skip(message)
 
 
 @contextlib.contextmanager
@@ -181,9 +175,10 @@ def kafka_cluster_session() -> KafkaCluster:
         if brokers != len(KAFKA_NODES):
             raise ConnectionError(f"{brokers} of {len(KAFKA_NODES)} brokers registered")
     except Exception as exc:  # any failure means the cluster is not usable
-        _skip_or_fail(
+        skip_or_fail(
             f"the Kafka cluster at {cluster.bootstrap} is not usable "
-            f"({type(exc).__name__}: {exc}); start it with: scripts/brokers up --cluster kafka"
+            f"({type(exc).__name__}: {exc}); start it with: scripts/brokers up --cluster kafka",
+            "an unreachable cluster fails",
         )
     return cluster
 
@@ -342,9 +337,10 @@ def rabbit_cluster_session() -> RabbitCluster:
     cluster = RabbitCluster()
     problem = _rabbit_problem(cluster)
     if problem is not None:
-        _skip_or_fail(
+        skip_or_fail(
             f"the RabbitMQ cluster is not usable ({problem}); start it with: "
-            "scripts/brokers up --cluster rabbit"
+            "scripts/brokers up --cluster rabbit",
+            "an unreachable cluster fails",
         )
     return cluster
 

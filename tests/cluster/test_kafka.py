@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from binders.rabbit.connection import Backoff
 from tests.cluster.conftest import KafkaCluster, quiet, write_config
 from tests.cluster.feed import Feed
 from tests.support import AppProcess, Apps, eventually
@@ -88,12 +89,14 @@ class Pipeline:
         self.feed.start()
 
     async def _read(self) -> None:
+        backoff = Backoff(0.05, 1.0)
         while True:
             try:
                 batch = await self.consumer.getmany(timeout_ms=500)
             except Exception:  # a node away: the client finds the new leaders by itself
-                await asyncio.sleep(0.2)
+                await backoff.wait()
                 continue
+            backoff.reset()
             for records in batch.values():
                 for record in records:
                     headers = {k: v.decode() for k, v in record.headers}
@@ -107,6 +110,7 @@ class Pipeline:
 
     async def _send(self, numbers: range) -> None:
         """One batch, sent again until Kafka acknowledged all of it (at-least-once)."""
+        backoff = Backoff(0.05, 1.0)
         while True:
             try:
                 futures = [
@@ -116,7 +120,7 @@ class Pipeline:
                 await asyncio.gather(*futures)
                 return
             except Exception:  # not acknowledged: again
-                await asyncio.sleep(0.2)
+                await backoff.wait()
 
     async def all_out(self, timeout: float = 120) -> None:
         await self.feed.finish()

@@ -16,6 +16,7 @@ from binder_core.errors import ConfigError
 from binder_core.functions import inspect_function
 from binder_core.state import GlobalTable, Store, Table
 from binder_core.testing import TestApp
+from tests.support import eventually
 
 
 class Tick(BaseModel):
@@ -190,19 +191,13 @@ async def test_a_table_follows_its_destination_by_key() -> None:
         assert isinstance(table, Table)
         await app.send("limits", {"drop": 10.0}, key="A")
         await app.send("limits", {"drop": 5.0}, key="B")
-        for _ in range(200):
-            if len(table) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(table) == 2, "both limits in the table")
         await app.send("ticks", {"symbol": "A", "price": 9.0})
         await app.send("ticks", {"symbol": "B", "price": 9.0})
         await app.send("ticks", {"symbol": "C", "price": 1.0})
         assert (await app.receive("alerts")).payload == b"A below 10.0"
         await app.send("limits", b"", key="A")  # no payload: the key is removed
-        for _ in range(200):
-            if "A" not in table:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: "A" not in table, "A's limit removed")
         await app.send("ticks", {"symbol": "A", "price": 1.0})
         await app.send("ticks", {"symbol": "B", "price": 1.0})
         assert (await app.receive("alerts")).payload == b"B below 5.0"

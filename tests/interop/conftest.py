@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import _skip_or_fail, make_unique_namer, require_broker
+from tests.brokers import make_unique_namer, require_broker, skip_or_fail
 from tests.interop.spring import RUNNING, SpringApp, SpringUnavailable, build_jar
 from tests.interop.wire import Wire, make_wire
 
@@ -45,7 +45,7 @@ def spring_jar(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFac
     try:
         return build_jar(log, say)
     except SpringUnavailable as exc:
-        _skip_or_fail(str(exc), "a Spring app that cannot be built fails")
+        skip_or_fail(str(exc), "a Spring app that cannot be built fails")
         raise  # not reached: the call above skips or fails
 
 

@@ -12,32 +12,18 @@ import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import BaseModel
 
-from binder_core.state import GlobalTable, Store, Table
+from binder_core.state import GlobalTable, Table
 from binder_core.stateful import changelog_name
 from binders.kafka.internals import config_entries
+from tests.core.test_state import Tick, counter
 from tests.kafka.conftest import Kit, binder_tree, running_app
 from tests.support import eventually
 
 pytestmark = pytest.mark.kafka
 
 
-class Tick(BaseModel):
-    symbol: str
-    price: float
-
-
-class Count(BaseModel):
-    n: int
-
-
 class Limit(BaseModel):
     below: float
-
-
-def counter(tick: Tick, counts: Store[Count]) -> str:
-    seen = counts.get(tick.symbol) or Count(n=0)
-    counts[tick.symbol] = Count(n=seen.n + 1)
-    return f"{tick.symbol}={seen.n + 1}"
 
 
 def _ticks(symbols: list[str]) -> list[bytes]:

@@ -503,6 +503,18 @@ async def test_redeclaring_with_other_arguments_names_the_queue_and_the_fix(
         await binder.consumer(ConsumerSpec("in2", dest, "g", extension=strict), Collector())
 
 
+async def declare_like_spring(admin: Admin, dest: str, group: str) -> None:
+    """``<dest>.<group>`` as a Spring app with its defaults declares it: no dead-letter
+    exchange (``autoBindDlq`` false)."""
+
+    def spring_like(ch: Any) -> None:
+        ch.exchange_declare(dest, "topic", durable=True)
+        ch.queue_declare(f"{dest}.{group}", durable=True)
+        ch.queue_bind(f"{dest}.{group}", dest, "#")
+
+    await asyncio.to_thread(admin._run, spring_like)
+
+
 async def test_a_queue_declared_with_springs_defaults_is_adopted_with_one_warning(
     binder: RabbitBinder,
     admin: Admin,
@@ -514,13 +526,7 @@ async def test_a_queue_declared_with_springs_defaults_is_adopted_with_one_warnin
     republish them ourselves)."""
     dest = unique_name("spring")
     admin.track(dest, "g")
-
-    def spring_like(ch: Any) -> None:
-        ch.exchange_declare(dest, "topic", durable=True)
-        ch.queue_declare(f"{dest}.g", durable=True)
-        ch.queue_bind(f"{dest}.g", dest, "#")
-
-    await asyncio.to_thread(admin._run, spring_like)
+    await declare_like_spring(admin, dest, "g")
     got = Collector(fail=lambda m: ValueError("no") if m.payload == b"bad" else None)
     with caplog.at_level(logging.WARNING, logger="binders.rabbit"):
         await binder.consumer(ConsumerSpec("in", dest, "g"), got)
@@ -547,13 +553,7 @@ async def test_an_adopted_queue_without_a_dlx_still_dead_letters_with_republish_
     has none, and rejecting would drop the failure. We republish it instead, and say so."""
     dest = unique_name("noreject")
     admin.track(dest, "g")
-
-    def spring_like(ch: Any) -> None:
-        ch.exchange_declare(dest, "topic", durable=True)
-        ch.queue_declare(f"{dest}.g", durable=True)
-        ch.queue_bind(f"{dest}.g", dest, "#")
-
-    await asyncio.to_thread(admin._run, spring_like)
+    await declare_like_spring(admin, dest, "g")
     got = Collector(fail=lambda m: ValueError("no") if m.payload == b"bad" else None)
     ext = RabbitConsumerProperties(republish_to_dlq=False)
     with caplog.at_level(logging.WARNING, logger="binders.rabbit"):
